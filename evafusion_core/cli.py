@@ -1,0 +1,209 @@
+"""The ``evafusion`` command line: fuse, measure, evaluate and benchmark without ComfyUI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import EvaFusionError
+
+log = logging.getLogger("evafusion")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="light", help="bundled name, baseline, local folder/file or Hub repo id")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", help="auto, fp32, fp16 or bf16 (reduced precision needs CUDA)")
+    p.add_argument("--tile", type=int, default=None, help="fuse large images in tiles of this many pixels")
+
+
+def _high_bit(args: argparse.Namespace):
+    from .io import HighBitDepth
+
+    return HighBitDepth(args.normalise, args.low, args.high)
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .device import pick_device, pick_dtype
+    from .hub import load_fusion_model
+    from .inference import fuse
+    from .io import find_pairs, load_pair, save_image, side_by_side
+
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.precision, device)
+    model = load_fusion_model(args.model, device=device)
+    ir_p, vis_p, out = Path(args.ir), Path(args.vis), Path(args.out)
+    if ir_p.is_dir() != vis_p.is_dir():
+        raise EvaFusionError(f"--ir {ir_p} and --vis {vis_p} must both be files or both be folders")
+    if ir_p.is_dir():
+        jobs = [(stem, a, b, out / f"{stem}.png") for stem, (a, b) in find_pairs(ir_p, vis_p)]
+    else:
+        target = out / f"{ir_p.stem}.png" if out.is_dir() or not out.suffix else out
+        jobs = [(ir_p.stem, ir_p, vis_p, target)]
+    for stem, a, b, target in tqdm(jobs, desc="fusing", disable=len(jobs) < 2, unit="pair"):
+        ir, vis = load_pair(a, b, resize=args.resize, high_bit=_high_bit(args))
+        fused = fuse(model, ir[None], vis[None], tile=args.tile, dtype=dtype)[0]
+        save_image(fused, target)
+        if args.side_by_side:
+            sbs = side_by_side([ir, vis, fused], ["IR", "visible", f"fused ({args.model})"])
+            save_image(sbs, target.with_name(f"{target.stem}_side_by_side.png"))
+        if len(jobs) < 2:
+            print(f"wrote {target}")
+    if len(jobs) > 1:
+        print(f"wrote {len(jobs)} fused images to {out}")
+    return 0
+
+
+def _metrics_rows(ir_dir: Path, vis_dir: Path, fused_dir: Path, convention: str, names=None) -> dict:
+    from tqdm import tqdm
+
+    from .io import find_pairs, load_u8
+    from .metrics import compute_metrics
+
+    rows = {}
+    for stem, (a, b, f) in tqdm(find_pairs(ir_dir, vis_dir, fused_dir), desc="metrics", unit="image"):
+        rows[stem] = compute_metrics(load_u8(a), load_u8(b), load_u8(f), convention=convention, names=names)
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from .evaluate import summarise
+    from .io import atomic_write_bytes
+
+    result = summarise(_metrics_rows(Path(args.ir), Path(args.vis), Path(args.fused), args.convention), args.convention)
+    names = list(result["mean"])
+    rows = [[stem] + [f"{v[m]:.4f}" for m in names] for stem, v in result["images"].items()]
+    rows.append(["**mean**"] + [f"{result['mean'][m]:.4f}" for m in names])
+    print(_table(["image"] + names, rows))
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps(result, indent=2).encode())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_dataset
+
+    report = evaluate_dataset(
+        Path(args.data), args.models.split(","), Path(args.out), convention=args.convention, device=args.device,
+        tile=args.tile, examples=args.examples,
+    )
+    print(report.read_text())
+    print(f"wrote {report} and per-model JSON, fused images and a contact sheet in {args.out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    result = run_bench(args.models.split(","), width=w, height=h, device=args.device, repeats=args.repeats,
+                       min_time=args.min_time)
+    from .io import atomic_write_bytes
+
+    print(f"bench {w}x{h} on {result['device']} ({result['cpu_cores']} cores, torch {result['torch']}, "
+          f"{result['threads']} threads)")
+    rows = [[n, f"{r['median_ms']:.1f}", str(r["runs"]), f"{r['parameters']:,}", f"{r['peak_memory_mb']:.0f}"]
+            for n, r in result["models"].items()]
+    print(_table(["model", "median_ms", "runs", "parameters", "peak_memory_mb"], rows))
+    for note in result.get("notes", []):
+        print(note)
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps(result, indent=2).encode())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import write_demo_pair
+
+    out = Path(args.out)
+    ir, vis = write_demo_pair(out / "demo_pair")
+    print(f"wrote demo pair {ir} and {vis}")
+    ns = argparse.Namespace(ir=str(ir), vis=str(vis), out=str(out / "fused_demo.png"), model=args.model,
+                            device=args.device, precision="auto", tile=None, resize=False, side_by_side=True,
+                            normalise="percentile", low=0.5, high=99.5)
+    return cmd_fuse(ns)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .metrics import CONVENTIONS
+
+    ap = argparse.ArgumentParser(prog="evafusion", description="Infrared-visible image fusion aligned with people.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fuse", help="fuse an IR/visible pair, or two folders of pairs matched by file stem")
+    p.add_argument("--ir", required=True, help="IR image or folder")
+    p.add_argument("--vis", required=True, help="visible image or folder")
+    p.add_argument("--out", required=True, help="output file (single pair) or folder")
+    _add_model_args(p)
+    p.add_argument("--resize", action="store_true", help="resize IR to the visible size instead of failing")
+    p.add_argument("--side-by-side", action="store_true", help="also write IR | visible | fused as a PNG")
+    p.add_argument("--normalise", default="percentile", choices=("percentile", "minmax", "fixed"),
+                   help="how 16-bit images are mapped to 0..1")
+    p.add_argument("--low", type=float, default=0.5, help="lower percentile for --normalise percentile")
+    p.add_argument("--high", type=float, default=99.5, help="upper percentile for --normalise percentile")
+    p.set_defaults(func=cmd_fuse)
+
+    p = sub.add_parser("metrics", help="objective fusion metrics of fused images against their sources")
+    p.add_argument("--ir", required=True)
+    p.add_argument("--vis", required=True)
+    p.add_argument("--fused", required=True)
+    p.add_argument("--convention", default="tang", choices=CONVENTIONS)
+    p.add_argument("--json", help="also write the results as JSON here")
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("eval", help="fuse and score a dataset (DIR/ir, DIR/vi) with several models")
+    p.add_argument("--data", required=True, help="folder with ir/ and vi/ subfolders")
+    p.add_argument("--models", default="light,average,max,laplacian")
+    p.add_argument("--out", default="out/eval", help="where fused images, JSON, the table and the sheet go")
+    p.add_argument("--convention", default="tang", choices=CONVENTIONS)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--examples", type=int, default=4, help="pairs shown in the contact sheet")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="speed, size and memory of fusion models")
+    p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
+    p.add_argument("--models", default="light,dcevo,average,laplacian")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs at most per model")
+    p.add_argument("--min-time", type=float, default=1.0, help="stop timing a model after this many seconds")
+    p.add_argument("--json", help="also write the results as JSON here")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="write the procedural demo pair and fuse it")
+    p.add_argument("--out", default="out")
+    p.add_argument("--model", default="light")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except EvaFusionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
