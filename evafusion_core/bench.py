@@ -66,8 +66,9 @@ def run_bench(
 ) -> dict:
     """Benchmark each model in its own process; returns a JSON-able dict (see ``evafusion bench``)."""
     ctx = mp.get_context("spawn")
-    result = {"size": [width, height], "device": device, "cpu_cores": os.cpu_count(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "machine": platform.machine(), "models": {}, "notes": []}
+    result = {"size": [width, height], "device": device, "cpu_cores": os.cpu_count(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
+              "models": {}, "notes": []}
     for name in models:
         q = ctx.Queue()
         p = ctx.Process(target=_measure, args=(name, width, height, device, repeats, min_time, q))

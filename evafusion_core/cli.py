@@ -45,7 +45,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     else:
         target = out / f"{ir_p.stem}.png" if out.is_dir() or not out.suffix else out
         jobs = [(ir_p.stem, ir_p, vis_p, target)]
-    for stem, a, b, target in tqdm(jobs, desc="fusing", disable=len(jobs) < 2, unit="pair"):
+    for _stem, a, b, target in tqdm(jobs, desc="fusing", disable=len(jobs) < 2, unit="pair"):
         ir, vis = load_pair(a, b, resize=args.resize, high_bit=_high_bit(args))
         fused = fuse(model, ir[None], vis[None], tile=args.tile, dtype=dtype)[0]
         save_image(fused, target)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .io import atomic_write_bytes, find_pairs, load_pair, save_image, side_by_side, to_uint8
+from .io import atomic_write_bytes, find_pairs, load_pair, resize_to, save_image, side_by_side, to_uint8
 
 
 def summarise(rows: dict[str, dict[str, float]], convention: str) -> dict:
@@ -93,9 +93,7 @@ def _contact_sheet(rows: list[list[torch.Tensor]], labels: list[str], path: Path
         return
     strips = []
     for row in rows:
-        scaled = [torch.nn.functional.interpolate(t[None], size=(height, max(1, round(t.shape[2] * height / t.shape[1]))),
-                                                  mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
-                  for t in row]
+        scaled = [resize_to(t, (height, max(1, round(t.shape[2] * height / t.shape[1])))).clamp(0, 1) for t in row]
         strips.append(side_by_side(scaled, labels))
     width = max(s.shape[2] for s in strips)
     canvas = torch.ones(3, len(strips) * (height + 8), width)

@@ -22,4 +22,5 @@ def test_grey_u8_matlab_rounding():
     import numpy as np
 
     px = np.array([[[10.0, 200.0, 30.0]]])
-    assert grey_u8(px)[0, 0] == np.floor(0.298936021293775 * 10 + 0.587043074451121 * 200 + 0.114020904255103 * 30 + 0.5)
+    expected = np.floor(0.298936021293775 * 10 + 0.587043074451121 * 200 + 0.114020904255103 * 30 + 0.5)
+    assert grey_u8(px)[0, 0] == expected

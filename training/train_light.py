@@ -26,8 +26,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evafusion_core.device import pick_device  # noqa: E402
 from evafusion_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from evafusion_core.device import pick_device  # noqa: E402
 from evafusion_core.io import find_pairs, load_pair  # noqa: E402
 from evafusion_core.losses import FusionLossWeights, fusion_loss  # noqa: E402
 from evafusion_core.models import create_model  # noqa: E402

@@ -1,0 +1,226 @@
+"""Fusion nodes: load IR/visible pairs, load a fusion model, fuse."""
+
+from __future__ import annotations
+
+import os
+
+import comfy.utils
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from ..evafusion_core.device import PRECISIONS, pick_dtype
+from ..evafusion_core.hub import bundled_names, load_fusion_model
+from ..evafusion_core.inference import check_pair_batch, fuse
+from ..evafusion_core.io import NORMALISATIONS, HighBitDepth, find_pairs, load_pair, resize_to
+from ..evafusion_core.models import BASELINES
+from ._common import ModelHandle, model_choices, pick_device, resolve_model_path, to_bchw, to_image
+
+FusionModel = io.Custom("FUSION_MODEL")
+CATEGORY = "EVAFusion"
+
+
+def _input_files() -> list[str]:
+    d = folder_paths.get_input_directory()
+    return sorted(f for f in os.listdir(d) if os.path.isfile(os.path.join(d, f))) if os.path.isdir(d) else []
+
+
+def _input_path(choice: str, override: str) -> str:
+    if override.strip():
+        return override.strip()
+    return folder_paths.get_annotated_filepath(choice)
+
+
+class LoadIRVisPair(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        files = _input_files()
+        return io.Schema(
+            node_id="EVAF_LoadIRVisPair",
+            display_name="Load IR/VIS Pair",
+            category=f"{CATEGORY}/loaders",
+            description="Load an infrared and a visible image. 16-bit thermal images are normalised "
+            "(percentiles by default), not truncated to 8 bits as core Load Image does.",
+            inputs=[
+                io.Combo.Input("ir_image", options=files, upload=io.UploadType.image,
+                               tooltip="Infrared image from the ComfyUI input folder (8 or 16 bit)."),
+                io.Combo.Input("vis_image", options=files, upload=io.UploadType.image,
+                               tooltip="Visible image from the ComfyUI input folder."),
+                io.String.Input("ir_path", default="", optional=True,
+                                tooltip="Absolute path to the IR image; overrides ir_image when set."),
+                io.String.Input("vis_path", default="", optional=True,
+                                tooltip="Absolute path to the visible image; overrides vis_image when set."),
+                io.Combo.Input("normalise", options=list(NORMALISATIONS), default="percentile", optional=True,
+                               tooltip="How 16-bit data maps to 0..1: robust percentiles, min-max, or full range."),
+                io.Boolean.Input("resize", default=False, optional=True,
+                                 tooltip="Resize IR to the visible size instead of failing on a size mismatch."),
+            ],
+            outputs=[
+                io.Image.Output("ir", tooltip="Infrared image as 3-channel grey IMAGE."),
+                io.Image.Output("vis", tooltip="Visible image IMAGE."),
+            ],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, ir_image, vis_image, ir_path="", vis_path="", **kwargs):
+        # Re-run when a file changes on disk, not on every queue.
+        paths = [_input_path(ir_image, ir_path), _input_path(vis_image, vis_path)]
+        return tuple((p, os.path.getmtime(p)) if os.path.exists(p) else (p, None) for p in paths)
+
+    @classmethod
+    def execute(cls, ir_image, vis_image, ir_path="", vis_path="", normalise="percentile", resize=False):
+        ir, vis = load_pair(_input_path(ir_image, ir_path), _input_path(vis_image, vis_path), resize=resize,
+                            high_bit=HighBitDepth(normalise))
+        return io.NodeOutput(to_image(ir[None]), to_image(vis[None]))
+
+
+class IRVisFromImages(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EVAF_IRVisFromImages",
+            display_name="IR/VIS From Images",
+            category=f"{CATEGORY}/loaders",
+            description="Use two IMAGEs (e.g. from core Load Image) as an IR/visible pair; checks that "
+            "batch sizes and sizes match and turns the IR image grey.",
+            inputs=[
+                io.Image.Input("ir", tooltip="Infrared image batch."),
+                io.Image.Input("vis", tooltip="Visible image batch."),
+                io.Boolean.Input("resize", default=False, tooltip="Resize IR to the visible size if they differ."),
+            ],
+            outputs=[io.Image.Output("ir"), io.Image.Output("vis")],
+        )
+
+    @classmethod
+    def execute(cls, ir, vis, resize):
+        from ..evafusion_core.colour import luma
+
+        a, b = luma(to_bchw(ir, "ir")), to_bchw(vis, "vis")
+        if resize and a.shape[-2:] != b.shape[-2:]:
+            a = resize_to(a, tuple(b.shape[-2:]))
+        if a.shape[0] == 1 and b.shape[0] > 1:
+            a = a.expand(b.shape[0], -1, -1, -1)
+        check_pair_batch(a, b)
+        return io.NodeOutput(to_image(a), to_image(b))
+
+
+class FusionModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EVAF_FusionModelLoader",
+            display_name="Fusion Model Loader",
+            category=f"{CATEGORY}/loaders",
+            description="Load a fusion network: a bundled model, a baseline rule, a folder or DCEvo .pth "
+            "in models/evafusion/, or a Hugging Face Hub repo id (offline-safe: the local cache is used first).",
+            inputs=[
+                io.Combo.Input("model", options=model_choices(bundled_names("fusion") + list(BASELINES)),
+                               default="light", tooltip="Bundled, baseline or models/evafusion/ entry."),
+                io.String.Input("hub_repo_id", default="", optional=True,
+                                tooltip="org/name on the Hugging Face Hub; overrides 'model' when set."),
+                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
+                               tooltip="auto follows ComfyUI's device choice."),
+                io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
+                               tooltip="fp16/bf16 need CUDA; auto picks bf16 where supported, fp32 on CPU."),
+                io.Boolean.Input("keep_loaded", default=True,
+                                 tooltip="Keep the model on the GPU between runs; off frees memory after each use."),
+            ],
+            outputs=[FusionModel.Output("model", tooltip="The loaded fusion network.")],
+        )
+
+    @classmethod
+    def execute(cls, model, device, precision, keep_loaded, hub_repo_id=""):
+        source = hub_repo_id.strip() or resolve_model_path(model)
+        dev = pick_device(device)
+        net = load_fusion_model(source)
+        return io.NodeOutput(ModelHandle.wrap(net, hub_repo_id.strip() or model, dev, pick_dtype(precision, dev),
+                                              keep_loaded))
+
+
+class Fuse(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EVAF_Fuse",
+            display_name="Fuse IR + VIS",
+            category=f"{CATEGORY}/fusion",
+            description="Fuse infrared and visible image batches; colour comes from the visible image.",
+            inputs=[
+                FusionModel.Input("model", tooltip="From Fusion Model Loader."),
+                io.Image.Input("ir", tooltip="Infrared batch [B,H,W,3]."),
+                io.Image.Input("vis", tooltip="Visible batch [B,H,W,3], same batch size and size as IR."),
+                io.Int.Input("tile", default=0, min=0, max=8192, step=64,
+                             tooltip="Fuse in tiles of this size to bound memory (0 = whole image)."),
+            ],
+            outputs=[io.Image.Output("fused", tooltip="Fused batch [B,H,W,3].")],
+        )
+
+    @classmethod
+    def execute(cls, model: ModelHandle, ir, vis, tile):
+        a, b = to_bchw(ir, "ir"), to_bchw(vis, "vis")
+        check_pair_batch(a, b)
+        net = model.acquire()
+        bar = comfy.utils.ProgressBar(a.shape[0])
+        try:
+            out = fuse(net, a, b, tile=tile or None, batch_size=1, dtype=model.dtype, on_batch=bar.update)
+        finally:
+            model.release()
+        return io.NodeOutput(to_image(out))
+
+
+class PairFolderLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EVAF_PairFolderLoader",
+            display_name="Load IR/VIS Folder",
+            category=f"{CATEGORY}/loaders",
+            description="Load pairs from a folder with ir/ and vi/ subfolders (matched by file name) as "
+            "batches, for evaluation and batch fine-tuning. Pairs are resized to a common size.",
+            inputs=[
+                io.String.Input("folder", default="",
+                                tooltip="Folder holding ir/ and vi/ (absolute, or relative to the input folder)."),
+                io.Int.Input("max_pairs", default=0, min=0, max=100000, tooltip="0 loads every pair."),
+                io.Int.Input("width", default=0, min=0, max=8192, tooltip="Common width (0 = first pair's)."),
+                io.Int.Input("height", default=0, min=0, max=8192, tooltip="Common height (0 = first pair's)."),
+            ],
+            outputs=[
+                io.Image.Output("ir"),
+                io.Image.Output("vis"),
+                io.String.Output("names", tooltip="Pair names (file stems), one per line."),
+            ],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, folder, **kwargs):
+        root = cls._root(folder)
+        return tuple(sorted((p.name, p.stat().st_mtime) for d in ("ir", "vi") if (root / d).is_dir()
+                            for p in (root / d).iterdir()))
+
+    @staticmethod
+    def _root(folder: str):
+        from pathlib import Path
+
+        p = Path(folder.strip())
+        return p if p.is_absolute() else Path(folder_paths.get_input_directory()) / p
+
+    @classmethod
+    def execute(cls, folder, max_pairs, width, height):
+        root = cls._root(folder)
+        pairs = find_pairs(root / "ir", root / "vi")
+        if max_pairs:
+            pairs = pairs[:max_pairs]
+        bar = comfy.utils.ProgressBar(len(pairs))
+        irs, viss = [], []
+        size = None
+        for _, (a, b) in pairs:
+            ir, vis = load_pair(a, b, resize=True)
+            size = size or ((height, width) if width and height else tuple(vis.shape[-2:]))
+            irs.append(resize_to(ir, size))
+            viss.append(resize_to(vis.expand(3, -1, -1), size))
+            bar.update(1)
+        names = "\n".join(stem for stem, _ in pairs)
+        return io.NodeOutput(to_image(torch.stack(irs)), to_image(torch.stack(viss)), names)
+
+
+NODES = [LoadIRVisPair, IRVisFromImages, FusionModelLoader, Fuse, PairFolderLoader]
