@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 comfyui: $(STAMP)
 	$(PY) scripts/provision_comfyui.py
 
-demo: $(STAMP)
+demo: $(STAMP) comfyui
 	.venv/bin/evafusion demo --out out
 
 lint: $(STAMP)

@@ -125,16 +125,49 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import write_demo_pair
+def cmd_run_workflow(args: argparse.Namespace) -> int:
+    from .workflow import Progress, run_workflow
 
-    out = Path(args.out)
-    ir, vis = write_demo_pair(out / "demo_pair")
-    print(f"wrote demo pair {ir} and {vis}")
-    ns = argparse.Namespace(ir=str(ir), vis=str(vis), out=str(out / "fused_demo.png"), model=args.model,
-                            device=args.device, precision="auto", tile=None, resize=False, side_by_side=True,
-                            normalise="percentile", low=0.5, high=99.5)
-    return cmd_fuse(ns)
+    def show(p: Progress) -> None:
+        step = f" step {p.step}/{p.steps}" if p.steps else ""
+        print(f"\r[{p.nodes_done}/{p.nodes_total}] {p.node or ''}{step}".ljust(60), end="", file=sys.stderr, flush=True)
+
+    try:
+        files = run_workflow(args.file, args.set, args.server, on_progress=show, server_args=args.server_arg)
+    finally:
+        print(file=sys.stderr)
+    for f in files:
+        print(f)
+    if not files:
+        print("the workflow finished and saved no files")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import write_comfy_inputs, write_demo_pair
+
+    out = Path(args.out).resolve()
+    if args.no_comfyui:
+        ir, vis = write_demo_pair(out / "demo_pair")
+        print(f"wrote demo pair {ir} and {vis}")
+        ns = argparse.Namespace(ir=str(ir), vis=str(vis), out=str(out / "fused_demo.png"), model=args.model,
+                                device=args.device, precision="auto", tile=None, resize=False, side_by_side=True,
+                                normalise="percentile", low=0.5, high=99.5)
+        return cmd_fuse(ns)
+
+    from .demo import WORKFLOWS_DIR, demo_side_by_side
+    from .workflow import run_workflow
+
+    inputs, outputs = out / "comfyui" / "input", out / "comfyui" / "output"
+    write_comfy_inputs(inputs)
+    print(f"running {WORKFLOWS_DIR / 'fuse_pair.json'} on a local ComfyUI (inputs in {inputs})", flush=True)
+    files = run_workflow(WORKFLOWS_DIR / "fuse_pair.json", [f"2.model={json.dumps(args.model)}"],
+                         server_args=["--input-directory", str(inputs), "--output-directory", str(outputs)])
+    for f in files:
+        print(f"wrote {f}")
+    sbs = demo_side_by_side(inputs, files[0], out / "demo_side_by_side.png")
+    print(f"wrote {sbs} (IR | visible | fused)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,10 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the results as JSON here")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("run-workflow", help="run a saved ComfyUI workflow (browser or API format) headless")
+    p.add_argument("file", help="workflow JSON")
+    p.add_argument("--set", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
+                   help="override a node input (repeatable); VALUE is parsed as JSON when it can be")
+    p.add_argument("--server", help="URL of a running ComfyUI; default: start a local one for this run")
+    p.add_argument("--server-arg", action="append", default=[], help="extra argument for the local server")
+    p.set_defaults(func=cmd_run_workflow)
+
     p = sub.add_parser("demo", help="write the procedural demo pair and fuse it")
     p.add_argument("--out", default="out")
     p.add_argument("--model", default="light")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="only with --no-comfyui")
+    p.add_argument("--no-comfyui", action="store_true", help="fuse with the library directly, without ComfyUI")
     p.set_defaults(func=cmd_demo)
     return ap
 
@@ -195,12 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    from .workflow import WorkflowError
+
     try:
         return args.func(args)
-    except EvaFusionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
+    except (EvaFusionError, WorkflowError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

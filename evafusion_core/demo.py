@@ -14,6 +14,9 @@ import torch.nn.functional as F
 
 from .io import save_image
 
+#: The example workflows of a repository checkout (the demo runs them through ComfyUI).
+WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
+
 
 def _smooth_noise(g: torch.Generator, h: int, w: int, cell: int) -> torch.Tensor:
     coarse = torch.rand(1, 1, h // cell + 2, w // cell + 2, generator=g)
@@ -51,6 +54,29 @@ def make_demo_pair(height: int = 480, width: int = 640, seed: int = 0) -> tuple[
     # The people are dark silhouettes in the shadowed visible image.
     vis = vis * (1 - 0.5 * targets.unsqueeze(0))
     return ir.unsqueeze(0), vis
+
+
+def write_comfy_inputs(input_dir: str | Path) -> None:
+    """The files the example workflows expect in ComfyUI's input folder: one pair as
+    ``evafusion_demo_{ir,vis}.png`` and a small folder of pairs ``evafusion_demo_folder/{ir,vi}``."""
+    root = Path(input_dir)
+    ir, vis = make_demo_pair(seed=0)
+    save_image(ir, root / "evafusion_demo_ir.png")
+    save_image(vis, root / "evafusion_demo_vis.png")
+    for seed in (1, 2):
+        ir, vis = make_demo_pair(240, 320, seed=seed)
+        save_image(ir, root / "evafusion_demo_folder" / "ir" / f"demo{seed}.png")
+        save_image(vis, root / "evafusion_demo_folder" / "vi" / f"demo{seed}.png")
+
+
+def demo_side_by_side(input_dir: str | Path, fused_path: str | Path, out: str | Path) -> Path:
+    """IR | visible | fused for the README and for people who would rather look than read."""
+    from .io import load_image, side_by_side
+
+    root = Path(input_dir)
+    images = [load_image(root / "evafusion_demo_ir.png"), load_image(root / "evafusion_demo_vis.png"),
+              load_image(fused_path)]
+    return save_image(side_by_side(images, ["IR", "visible", "fused"]), out)
 
 
 def write_demo_pair(folder: str | Path, seed: int = 0) -> tuple[Path, Path]:

@@ -22,10 +22,12 @@ from __future__ import annotations
 import atexit
 import base64
 import copy
+import ctypes
 import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -119,6 +121,23 @@ def comfyui_path() -> Path:
     return path
 
 
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """On Linux, a pre-exec hook that makes the child get SIGTERM when the thread that started it dies,
+    so that a killed test run or CLI does not leave a server behind. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+
+    return hook
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -189,6 +208,8 @@ class ComfyServer:
         startup_timeout: seconds to wait for the server to answer.
         python: the interpreter (default: the current one, ``sys.executable``).
         env: extra environment variables for the server.
+        die_with_parent: on Linux, SIGTERM the server when the thread that started it ends (so a killed
+            run leaves no server behind); set False when starting it from a short-lived thread.
     """
 
     def __init__(
@@ -202,6 +223,7 @@ class ComfyServer:
         startup_timeout: float = 180.0,
         python: str | None = None,
         env: Mapping[str, str] | None = None,
+        die_with_parent: bool = True,
     ) -> None:
         self.comfy_dir = Path(comfy_dir).resolve() if comfy_dir else comfyui_path()
         self.extra_args = _absolutize_path_args(extra_args)
@@ -210,6 +232,7 @@ class ComfyServer:
         self.startup_timeout = startup_timeout
         self.python = python or sys.executable
         self.env = dict(env or {})
+        self.die_with_parent = die_with_parent
         self.port: int | None = None
         self.startup_seconds: float | None = None
         if log_path is None:
@@ -289,6 +312,7 @@ class ComfyServer:
         self._proc = subprocess.Popen(
             self.command(), cwd=self.comfy_dir, env=env, stdin=subprocess.DEVNULL,
             stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent_hook() if self.die_with_parent else None,
         )
         atexit.register(self.stop)
         deadline = t0 + self.startup_timeout
@@ -794,6 +818,8 @@ def apply_overrides(api: Mapping[str, Any], sets: Iterable[str]) -> dict[str, An
         WorkflowError: malformed assignment, unknown node id or unknown input (with the valid choices).
     """
     out = copy.deepcopy(dict(api))
+    if isinstance(sets, str):
+        sets = [sets]
     for item in sets:
         target, eq, raw = str(item).partition("=")
         node_ref, dot, input_name = target.strip().partition(".")
@@ -942,9 +968,12 @@ def _execution_failure(entry: Mapping[str, Any]) -> WorkflowError | None:
     messages = status.get("messages") or []
     for event, data in (m for m in messages if isinstance(m, (list, tuple)) and len(m) == 2):
         if event == "execution_error":
+            # custom-node exception types come with the pack's module path (ComfyUI names a pack module
+            # after its folder path): keep the class name only
+            exc_type = str(data.get("exception_type") or "Exception").rsplit(".", 1)[-1]
             return WorkflowError(
                 f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
-                f"{data.get('exception_type')}: {data.get('exception_message')}",
+                f"{exc_type}: {str(data.get('exception_message') or '').strip()}",
                 details=data,
             )
         if event == "execution_interrupted":

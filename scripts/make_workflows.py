@@ -1,0 +1,165 @@
+"""Write the example workflows in both formats from one compact description.
+
+    .venv/bin/python scripts/make_workflows.py
+
+Starts a local ComfyUI (the provisioned one) to read ``/object_info``, so that each
+browser-format file lists its widget values in the order the real frontend uses.
+Writes ``workflows/<name>.json`` (drag into ComfyUI) and ``workflows/api/<name>.json``
+(for ``evafusion run-workflow`` and the server's /prompt).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evafusion_core.workflow import ComfyServer  # noqa: E402
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+# Each node: id -> (class_type, title, {input: value or (source_id, output_slot)})
+PAIR = {"ir_image": "evafusion_demo_ir.png", "vis_image": "evafusion_demo_vis.png", "ir_path": "", "vis_path": "",
+        "normalise": "percentile", "resize": False}
+LOADER = {"hub_repo_id": "", "device": "auto", "precision": "auto", "keep_loaded": True}
+
+WORKFLOWS: dict[str, dict[str, dict]] = {
+    "fuse_pair": {
+        "description": "Fuse the demo IR/visible pair with the bundled light network and save it.",
+        "nodes": {
+            1: ("EVAF_LoadIRVisPair", "Load IR/VIS Pair", PAIR),
+            2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **LOADER}),
+            3: ("EVAF_Fuse", "Fuse IR + VIS", {"model": (2, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
+            4: ("SaveImage", "Save fused", {"images": (3, 0), "filename_prefix": "evafusion/fused"}),
+        },
+    },
+    "fuse_compare_metrics": {
+        "description": "Fuse with light and two classic baselines; compare objective metrics side by side.",
+        "nodes": {
+            1: ("EVAF_LoadIRVisPair", "Load IR/VIS Pair", PAIR),
+            2: ("EVAF_FusionModelLoader", "light", {"model": "light", **LOADER}),
+            3: ("EVAF_FusionModelLoader", "laplacian", {"model": "laplacian", **LOADER}),
+            4: ("EVAF_FusionModelLoader", "average", {"model": "average", **LOADER}),
+            5: ("EVAF_Fuse", "Fuse light", {"model": (2, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
+            6: ("EVAF_Fuse", "Fuse laplacian", {"model": (3, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
+            7: ("EVAF_Fuse", "Fuse average", {"model": (4, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
+            8: ("EVAF_FusionMetrics", "Metrics light", {"fused": (5, 0), "ir": (1, 0), "vis": (1, 1),
+                                                        "convention": "tang", "metric": "Qabf", "label": "light"}),
+            9: ("EVAF_FusionMetrics", "Metrics laplacian", {"fused": (6, 0), "ir": (1, 0), "vis": (1, 1),
+                                                            "convention": "tang", "metric": "Qabf",
+                                                            "label": "laplacian"}),
+            10: ("EVAF_FusionMetrics", "Metrics average", {"fused": (7, 0), "ir": (1, 0), "vis": (1, 1),
+                                                           "convention": "tang", "metric": "Qabf",
+                                                           "label": "average"}),
+            11: ("ImageBatch", "Batch light+laplacian", {"image1": (5, 0), "image2": (6, 0)}),
+            12: ("ImageBatch", "Batch +average", {"image1": (11, 0), "image2": (7, 0)}),
+            13: ("SaveImage", "Save light, laplacian, average", {"images": (12, 0),
+                                                                 "filename_prefix": "evafusion/compare"}),
+        },
+    },
+    "fuse_folder": {
+        "description": "Fuse every pair in a folder with ir/ and vi/ subfolders (batch processing).",
+        "nodes": {
+            1: ("EVAF_PairFolderLoader", "Load IR/VIS Folder", {"folder": "evafusion_demo_folder", "max_pairs": 0,
+                                                                "width": 0, "height": 0}),
+            2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **LOADER}),
+            3: ("EVAF_Fuse", "Fuse IR + VIS", {"model": (2, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
+            4: ("SaveImage", "Save fused", {"images": (3, 0), "filename_prefix": "evafusion/folder"}),
+        },
+    },
+}
+
+
+def _is_link(v) -> bool:
+    return isinstance(v, tuple)
+
+
+def _kind(spec) -> str | None:
+    typ = spec[0]
+    if isinstance(typ, list):
+        return "COMBO"
+    return typ if typ in WIDGET_TYPES else None
+
+
+def _ordered(node_def: dict) -> list[tuple[str, list]]:
+    out = []
+    for section in ("required", "optional"):
+        specs = node_def["input"].get(section, {})
+        for name in node_def.get("input_order", {}).get(section, list(specs)):
+            out.append((name, specs[name]))
+    return out
+
+
+def to_api(spec: dict) -> dict:
+    api = {}
+    for nid, (cls, title, inputs) in spec["nodes"].items():
+        api[str(nid)] = {
+            "class_type": cls,
+            "inputs": {k: [str(v[0]), v[1]] if _is_link(v) else v for k, v in inputs.items()},
+            "_meta": {"title": title},
+        }
+    return api
+
+
+def to_ui(spec: dict, object_info: dict) -> dict:
+    """The litegraph document the frontend saves: nodes with sockets and widget values, plus links."""
+    nodes, links = [], []
+    out_links: dict[tuple[int, int], list[int]] = {}
+    depth: dict[int, int] = {}
+    for nid, (_, _, inputs) in spec["nodes"].items():
+        srcs = [v[0] for v in inputs.values() if _is_link(v)]
+        depth[nid] = 1 + max((depth[s] for s in srcs), default=-1)
+    rows: dict[int, int] = {}
+    for order, (nid, (cls, title, inputs)) in enumerate(spec["nodes"].items()):
+        node_def = object_info[cls]
+        sockets, widgets = [], []
+        for name, ispec in _ordered(node_def):
+            kind = _kind(ispec)
+            value = inputs.get(name, ispec[1].get("default") if len(ispec) > 1 else None)
+            if kind is None:  # a socket
+                link = None
+                if name in inputs:
+                    src, slot = inputs[name]
+                    link = len(links) + 1
+                    typ = object_info[spec["nodes"][src][0]]["output"][slot]
+                    links.append([link, src, slot, nid, len(sockets), typ])
+                    out_links.setdefault((src, slot), []).append(link)
+                sockets.append({"name": name, "type": ispec[0], "link": link})
+                continue
+            if _is_link(value):
+                raise ValueError(f"{cls}.{name}: linking a widget is not used in the examples")
+            widgets.append(value)
+        row = rows.get(depth[nid], 0)
+        rows[depth[nid]] = row + 1
+        nodes.append({
+            "id": nid, "type": cls, "pos": [60 + 380 * depth[nid], 60 + 260 * row], "size": [340, 200],
+            "flags": {}, "order": order, "mode": 0, "inputs": sockets,
+            "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
+                        for i, (n, t) in enumerate(zip(node_def["output_name"], node_def["output"]))],
+            "title": title, "properties": {"Node name for S&R": cls, "cnr_id": "evafusion"},
+            "widgets_values": widgets,
+        })
+    for node in nodes:
+        for out in node["outputs"]:
+            out["links"] = out_links.get((node["id"], out["slot_index"]), [])
+    return {
+        "last_node_id": max(spec["nodes"]), "last_link_id": len(links), "nodes": nodes, "links": links,
+        "groups": [], "config": {}, "extra": {"evafusion": {"description": spec["description"]}}, "version": 0.4,
+    }
+
+
+def main() -> int:
+    with ComfyServer() as server:
+        info = server.object_info()
+    for name, spec in WORKFLOWS.items():
+        (ROOT / "workflows" / f"{name}.json").write_text(json.dumps(to_ui(spec, info), indent=2) + "\n")
+        (ROOT / "workflows" / "api" / f"{name}.json").write_text(json.dumps(to_api(spec), indent=2) + "\n")
+        print(f"wrote workflows/{name}.json and workflows/api/{name}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
