@@ -65,10 +65,11 @@ def evaluate_dataset(
     pairs = find_pairs(data / "ir", data / "vi")
     results: dict[str, dict] = {}
     sheet_rows: list[list[torch.Tensor]] = [[] for _ in range(min(examples, len(pairs)))]
-    for name in models:
-        model = load_fusion_model(name, device=dev)
+    for source in models:
+        model = load_fusion_model(source, device=dev)
+        name = source.strip("/").replace("/", "_")  # a folder path becomes a flat label
         rows = {}
-        for i, (stem, (a, b)) in enumerate(tqdm(pairs, desc=f"eval {name} on {data.name}", unit="pair")):
+        for i, (stem, (a, b)) in enumerate(tqdm(pairs, desc=f"eval {source} on {data.name}", unit="pair")):
             ir, vis = load_pair(a, b, resize=True)
             fused = fuse(model, ir[None], vis[None], tile=tile)[0]
             save_image(fused, out / name / f"{stem}.png")
@@ -80,7 +81,7 @@ def evaluate_dataset(
                 sheet_rows[i].append(fused)
         results[name] = summarise(rows, convention)
         atomic_write_bytes(out / f"{name}.json", json.dumps(results[name], indent=2).encode())
-    _contact_sheet(sheet_rows, ["IR", "visible", *models], out / "contact_sheet.png")
+    _contact_sheet(sheet_rows, ["IR", "visible", *results], out / "contact_sheet.png")
     report = out / "results.md"
     title = f"{data.name}: mean of {len(pairs)} pairs ({convention} convention)"
     atomic_write_bytes(report, markdown_table(results, title).encode())

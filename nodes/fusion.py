@@ -88,7 +88,10 @@ class IRVisFromImages(io.ComfyNode):
                 io.Image.Input("vis", tooltip="Visible image batch."),
                 io.Boolean.Input("resize", default=False, tooltip="Resize IR to the visible size if they differ."),
             ],
-            outputs=[io.Image.Output("ir"), io.Image.Output("vis")],
+            outputs=[
+                io.Image.Output("ir_out", display_name="ir", tooltip="Infrared batch as 3-channel grey."),
+                io.Image.Output("vis_out", display_name="vis", tooltip="Visible batch, checked against IR."),
+            ],
         )
 
     @classmethod
@@ -125,7 +128,7 @@ class FusionModelLoader(io.ComfyNode):
                 io.Boolean.Input("keep_loaded", default=True,
                                  tooltip="Keep the model on the GPU between runs; off frees memory after each use."),
             ],
-            outputs=[FusionModel.Output("model", tooltip="The loaded fusion network.")],
+            outputs=[FusionModel.Output("fusion_model", display_name="model", tooltip="The loaded fusion network.")],
         )
 
     @classmethod

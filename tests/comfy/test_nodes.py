@@ -1,0 +1,125 @@
+"""The EVAFusion pack on the real ComfyUI server: registration, example workflows, bad prompts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from evafusion_core.demo import WORKFLOWS_DIR, write_comfy_inputs
+from evafusion_core.workflow import WorkflowError, convert_to_api, run_prompt, run_workflow
+
+EXPECTED_INPUTS = {
+    "EVAF_LoadIRVisPair": {"ir_image", "vis_image", "ir_path", "vis_path", "normalise", "resize"},
+    "EVAF_IRVisFromImages": {"ir", "vis", "resize"},
+    "EVAF_FusionModelLoader": {"model", "hub_repo_id", "device", "precision", "keep_loaded"},
+    "EVAF_Fuse": {"model", "ir", "vis", "tile"},
+    "EVAF_FusionMetrics": {"fused", "ir", "vis", "convention", "metric", "label"},
+    "EVAF_PairFolderLoader": {"folder", "max_pairs", "width", "height"},
+}
+
+
+@pytest.fixture(scope="module")
+def demo_inputs(comfy_dirs):
+    write_comfy_inputs(comfy_dirs["input"])
+    return comfy_dirs["input"]
+
+
+def _strip(api: dict) -> dict:
+    return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
+
+
+def _grey(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L"), dtype=np.float64) / 255.0
+
+
+def test_pack_loads_and_every_node_is_listed(comfy_server, object_info):
+    log = comfy_server.log_path.read_text()
+    assert "IMPORT FAILED" not in "\n".join(line for line in log.splitlines() if "evafusion" in line)
+    for node_id, inputs in EXPECTED_INPUTS.items():
+        assert node_id in object_info, f"{node_id} missing from /object_info"
+        info = object_info[node_id]
+        listed = set(info["input"]["required"]) | set(info["input"].get("optional", {}))
+        assert listed == inputs, node_id
+        assert info["category"].startswith("EVAFusion/")
+        for spec in info["input"]["required"].values():
+            assert spec[1].get("tooltip"), f"{node_id}: every input needs a tooltip"
+
+
+@pytest.mark.parametrize("ui_file", sorted(WORKFLOWS_DIR.glob("*.json")), ids=lambda p: p.stem)
+def test_browser_format_converts_to_its_api_twin(ui_file, object_info):
+    twin = json.loads((WORKFLOWS_DIR / "api" / ui_file.name).read_text())
+    assert _strip(convert_to_api(json.loads(ui_file.read_text()), object_info)) == _strip(twin)
+
+
+def test_fuse_pair_workflow(comfy_server, demo_inputs):
+    files = run_workflow(WORKFLOWS_DIR / "fuse_pair.json", server_url=comfy_server.url)
+    assert len(files) == 1 and files[0].suffix == ".png"
+    fused = _grey(files[0])
+    ir, vis = _grey(demo_inputs / "evafusion_demo_ir.png"), _grey(demo_inputs / "evafusion_demo_vis.png")
+    assert fused.shape == ir.shape == (480, 640)
+    assert 0.05 < fused.mean() < 0.95 and fused.std() > 0.05
+    # A fusion is closer to each source than the other source is.
+    assert np.abs(fused - ir).mean() < np.abs(vis - ir).mean()
+    assert np.abs(fused - vis).mean() < np.abs(ir - vis).mean()
+
+
+def test_compare_metrics_workflow(comfy_server, demo_inputs):
+    api = json.loads((WORKFLOWS_DIR / "api" / "fuse_compare_metrics.json").read_text())
+    outputs = run_prompt(comfy_server.url, api)
+    tables = {nid: out["text"][0] for nid, out in outputs.items() if "text" in out}
+    assert set(tables) == {"8", "9", "10"}
+    values = {}
+    for text in tables.values():
+        label = text.split(" ", 1)[0]
+        values[label] = {line.split(":")[0].strip(): float(line.split(":")[1]) for line in text.splitlines()[1:]}
+    assert set(values) == {"light", "laplacian", "average"}
+    assert all(0 < v["Qabf"] < 1 and 0 < v["SSIM"] <= 1 for v in values.values())
+    # The averaging baseline halves thermal contrast: its standard deviation is lowest.
+    assert values["average"]["SD"] < values["light"]["SD"]
+    saved = [f for f in outputs["13"]["images"]]
+    assert len(saved) == 3
+
+
+def test_fuse_folder_workflow(comfy_server, demo_inputs):
+    files = run_workflow(WORKFLOWS_DIR / "fuse_folder.json", server_url=comfy_server.url)
+    assert len(files) == 2
+    assert all(Image.open(f).size == (320, 240) for f in files)
+
+
+def _prompt(**pair_overrides) -> dict:
+    api = json.loads((WORKFLOWS_DIR / "api" / "fuse_pair.json").read_text())
+    api["1"]["inputs"].update(pair_overrides)
+    return api
+
+
+def test_bad_prompts_give_clear_errors_and_server_survives(comfy_server, demo_inputs, comfy_dirs):
+    wrong_link = _prompt()
+    wrong_link["3"]["inputs"]["model"] = ["1", 0]  # an IMAGE into a FUSION_MODEL socket
+    with pytest.raises(WorkflowError, match="(?i)mismatch"):
+        run_prompt(comfy_server.url, wrong_link)
+
+    missing = _prompt()
+    del missing["3"]["inputs"]["ir"]
+    with pytest.raises(WorkflowError, match="(?i)required input missing|ir"):
+        run_prompt(comfy_server.url, missing)
+
+    too_big = _prompt()
+    too_big["3"]["inputs"]["tile"] = 999999
+    with pytest.raises(WorkflowError, match="(?i)bigger than max|tile"):
+        run_prompt(comfy_server.url, too_big)
+
+    with pytest.raises(WorkflowError, match="no_such_file.png: file not found"):
+        run_prompt(comfy_server.url, _prompt(ir_path=str(comfy_dirs["input"] / "no_such_file.png")))
+
+    small = comfy_dirs["input"] / "small_ir.png"
+    Image.new("L", (32, 24)).save(small)
+    with pytest.raises(WorkflowError, match=r"32x24.*640x480"):
+        run_prompt(comfy_server.url, _prompt(ir_path=str(small)))
+
+    # The server keeps serving: the good prompt still runs.
+    outputs = run_prompt(comfy_server.url, _prompt())
+    assert outputs["4"]["images"]
