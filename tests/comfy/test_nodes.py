@@ -123,3 +123,39 @@ def test_bad_prompts_give_clear_errors_and_server_survives(comfy_server, demo_in
     # The server keeps serving: the good prompt still runs.
     outputs = run_prompt(comfy_server.url, _prompt())
     assert outputs["4"]["images"]
+
+
+BLOCKER = '''
+import sys
+
+class _Block:
+    """Make the named packages look uninstalled (the test's stand-in for a missing optional dependency)."""
+    names = {NAMES}
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+        return None
+
+sys.meta_path.insert(0, _Block())
+'''
+
+
+def test_missing_optional_dependency_degrades(comfy_dir, tmp_path):
+    """With timm hidden, the groups that need it are skipped with a logged reason; the fusion and metrics
+    nodes, and ComfyUI itself, still work."""
+    import os
+
+    from evafusion_core.workflow import ComfyServer
+
+    site = tmp_path / "site"
+    site.mkdir()
+    # Hide a pack-only optional dependency; timm is used only by the reward/training groups.
+    (site / "sitecustomize.py").write_text(BLOCKER.replace("{NAMES}", "{'timm'}"))
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    with ComfyServer(["--cache-none"], comfy_dir=comfy_dir, env=env, log_path=tmp_path / "server.log") as server:
+        info = server.object_info()
+        log = server.log_path.read_text()
+    assert "EVAF_Fuse" in info and "EVAF_FusionMetrics" in info
+    assert "EVAFusion: skipping the reward nodes: timm is not installed" in log
+    assert not any(k.startswith("EVAF_RewardModel") for k in info)
