@@ -1,0 +1,74 @@
+"""The evafusion command line, run as a user would (in-process through main())."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from evafusion_core.cli import main
+from evafusion_core.demo import make_demo_pair
+from evafusion_core.io import save_image
+
+
+@pytest.fixture
+def pair_dirs(tmp_path):
+    for i in range(2):
+        ir, vis = make_demo_pair(64, 80, seed=i)
+        save_image(ir, tmp_path / "ir" / f"p{i}.png")
+        save_image(vis, tmp_path / "vi" / f"p{i}.png")
+    return tmp_path
+
+
+def test_fuse_file_and_folder(pair_dirs, capsys):
+    out = pair_dirs / "out.png"
+    assert main(["fuse", "--ir", str(pair_dirs / "ir/p0.png"), "--vis", str(pair_dirs / "vi/p0.png"),
+                 "--out", str(out), "--side-by-side"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert Image.open(out).size == (80, 64) and (pair_dirs / "out_side_by_side.png").exists()
+    assert main(["fuse", "--ir", str(pair_dirs / "ir"), "--vis", str(pair_dirs / "vi"), "--out",
+                 str(pair_dirs / "fused"), "--model", "laplacian"]) == 0
+    assert sorted(p.name for p in (pair_dirs / "fused").iterdir()) == ["p0.png", "p1.png"]
+
+
+def test_fuse_reports_bad_input_without_traceback(pair_dirs, capsys):
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(pair_dirs / "small.png")
+    code = main(["fuse", "--ir", str(pair_dirs / "small.png"), "--vis", str(pair_dirs / "vi/p0.png"),
+                 "--out", str(pair_dirs / "x.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "size mismatch" in err and "small.png" in err
+    assert main(["fuse", "--ir", str(pair_dirs / "nope.png"), "--vis", str(pair_dirs / "vi/p0.png"),
+                 "--out", str(pair_dirs / "x.png")]) == 2
+    assert "nope.png: file not found" in capsys.readouterr().err
+    assert not (pair_dirs / "x.png").exists()
+
+
+def test_metrics_json_shape(pair_dirs, capsys):
+    main(["fuse", "--ir", str(pair_dirs / "ir"), "--vis", str(pair_dirs / "vi"), "--out", str(pair_dirs / "f")])
+    js = pair_dirs / "m.json"
+    assert main(["metrics", "--ir", str(pair_dirs / "ir"), "--vis", str(pair_dirs / "vi"), "--fused",
+                 str(pair_dirs / "f"), "--json", str(js)]) == 0
+    data = json.loads(js.read_text())
+    assert data["convention"] == "tang" and set(data["images"]) == {"p0", "p1"}
+    assert data["mean"]["Qabf"] == pytest.approx((data["images"]["p0"]["Qabf"] + data["images"]["p1"]["Qabf"]) / 2)
+    assert "| **mean** |" in capsys.readouterr().out
+
+
+def test_eval_writes_table_json_and_sheet(pair_dirs):
+    out = pair_dirs / "eval"
+    assert main(["eval", "--data", str(pair_dirs), "--models", "light,average", "--out", str(out)]) == 0
+    table = (out / "results.md").read_text()
+    assert "| light |" in table and "| average |" in table
+    assert json.loads((out / "light.json").read_text())["mean"]["EN"] > 0
+    assert Image.open(out / "contact_sheet.png").size[0] > 200
+
+
+def test_bench_prints_and_writes_json(tmp_path, capsys):
+    js = tmp_path / "b.json"
+    assert main(["bench", "--size", "64x48", "--models", "light,average", "--repeats", "2", "--json", str(js)]) == 0
+    data = json.loads(js.read_text())
+    assert set(data["models"]) == {"light", "average"}
+    assert data["models"]["light"]["parameters"] == 17182 and data["models"]["light"]["median_ms"] > 0
+    assert data["cpu_cores"] >= 1 and "median_ms" in capsys.readouterr().out
