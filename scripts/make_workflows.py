@@ -135,7 +135,7 @@ def to_ui(spec: dict, object_info: dict) -> dict:
         row = rows.get(depth[nid], 0)
         rows[depth[nid]] = row + 1
         nodes.append({
-            "id": nid, "type": cls, "pos": [60 + 380 * depth[nid], 60 + 260 * row], "size": [340, 200],
+            "id": nid, "type": cls, "pos": [60 + 400 * depth[nid], 60 + 480 * row], "size": [340, 200],
             "flags": {}, "order": order, "mode": 0, "inputs": sockets,
             "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
                         for i, (n, t) in enumerate(zip(node_def["output_name"], node_def["output"]))],
