@@ -50,11 +50,11 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor:
 
 @dataclass
 class FusionLossWeights:
-    """Weights of the fusion loss terms; defaults were tuned on msrs34 (docs/RESULTS.md)."""
+    """Weights of the fusion loss terms; the defaults are those of the shipped `light` (chosen on the training sets)."""
 
     intensity: float = 1.0
     gradient: float = 10.0
-    ssim: float = 2.0
+    ssim: float = 10.0
 
 
 def fusion_loss(

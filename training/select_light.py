@@ -1,0 +1,49 @@
+"""Pick among trained ``light`` candidates using the TRAINING sets only (msrs34 and a RoadScene subset).
+
+    .venv/bin/python training/select_light.py runs/A/final runs/B/final ... [--every 4]
+
+Prints mean Qabf, VIF, MI and SSIM (tang) per candidate next to the ``average`` and
+``laplacian`` baselines, so that the choice never looks at the held-out sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evafusion_core.hub import load_fusion_model  # noqa: E402
+from evafusion_core.inference import fuse  # noqa: E402
+from evafusion_core.io import find_pairs, load_pair, to_uint8  # noqa: E402
+from evafusion_core.metrics import compute_metrics  # noqa: E402
+
+NAMES = ["Qabf", "VIF", "MI", "SSIM", "EN", "SD"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("candidates", nargs="+")
+    ap.add_argument("--every", type=int, default=4, help="use every Nth RoadScene pair")
+    args = ap.parse_args()
+    data = ROOT.parent / "shared" / "data" / "ivif"
+    pairs = find_pairs(data / "msrs34" / "ir", data / "msrs34" / "vi")
+    pairs += find_pairs(data / "roadscene171" / "ir", data / "roadscene171" / "vi")[:: args.every]
+    loaded = [load_pair(a, b, resize=True) for _, (a, b) in pairs]
+    print(f"{len(loaded)} training pairs; | model | " + " | ".join(NAMES) + " |")
+    for source in ["average", "laplacian", *args.candidates]:
+        model = load_fusion_model(source)
+        sums = dict.fromkeys(NAMES, 0.0)
+        for ir, vis in loaded:
+            f = fuse(model, ir[None], vis[None])[0]
+            m = compute_metrics(to_uint8(ir), to_uint8(vis), to_uint8(f), names=NAMES)
+            for k in NAMES:
+                sums[k] += m[k] / len(loaded)
+        print(f"| {source} | " + " | ".join(f"{sums[k]:.4f}" for k in NAMES) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
