@@ -143,6 +143,135 @@ def cmd_run_workflow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reward_jobs(ir: Path, vis: Path, fused: Path) -> list[tuple[str, Path, Path, Path]]:
+    from .io import find_pairs
+
+    kinds = [p.is_dir() for p in (ir, vis, fused)]
+    if any(kinds) and not all(kinds):
+        raise EvaFusionError(f"--ir {ir}, --vis {vis} and --fused {fused} must all be files or all be folders")
+    if all(kinds):
+        return [(stem, a, b, f) for stem, (a, b, f) in find_pairs(ir, vis, fused)]
+    return [(fused.stem, ir, vis, fused)]
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .device import pick_device
+    from .io import atomic_write_bytes, load_image, load_pair, resize_to, save_image
+    from .reward import DIMENSIONS, load_reward_model
+
+    model = load_reward_model(args.model, device=pick_device(args.device))
+    jobs = _reward_jobs(Path(args.ir), Path(args.vis), Path(args.fused))
+    images: dict[str, dict[str, float]] = {}
+    for stem, a, b, f in tqdm(jobs, desc="scoring", disable=len(jobs) < 2, unit="image"):
+        ir, vis = load_pair(a, b, resize=True)
+        fused = load_image(f)
+        if fused.shape[-2:] != vis.shape[-2:]:
+            raise EvaFusionError(f"{f}: fused image is {fused.shape[2]}x{fused.shape[1]} but its sources are "
+                                 f"{vis.shape[2]}x{vis.shape[1]} (width x height)")
+        out = model.predict(fused[None], ir[None], vis[None])
+        images[stem] = {name: round(float(out[name][0]), 4) for name in DIMENSIONS}
+        if args.heatmap_out:
+            heat = out["heatmap"][0]
+            save_image(heat if heat.shape[-2:] == fused.shape[-2:] else resize_to(heat, fused.shape[-2:]),
+                       Path(args.heatmap_out) / f"{stem}.png")
+    mean = {name: round(sum(v[name] for v in images.values()) / len(images), 4) for name in DIMENSIONS}
+    result = {"images": images, "mean": mean}
+    rows = [[stem] + [f"{v[n]:.2f}" for n in DIMENSIONS] for stem, v in images.items()]
+    if len(images) > 1:
+        rows.append(["**mean**"] + [f"{mean[n]:.2f}" for n in DIMENSIONS])
+    print(_table(["image", *DIMENSIONS], rows))
+    if args.heatmap_out:
+        print(f"wrote {len(images)} heatmap(s) to {args.heatmap_out}")
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps(result, indent=2).encode())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_eval_reward(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from .data.hf_format import is_hf_folder, load_hf
+    from .device import pick_device
+    from .reward import load_reward_model
+    from .reward.evaluate import evaluate_reward, rank_check, synthetic_eval_set
+
+    model = load_reward_model(args.model, device=pick_device(args.device))
+    data = [Path(d) for d in args.data]
+    extra: dict = {"model": str(args.model)}
+    if len(data) == 1 and is_hf_folder(data[0]):
+        ds = load_hf(data[0], args.hf_split)
+        n = min(len(ds), args.max_samples) if args.max_samples else len(ds)
+        samples, ladders = [ds[i] for i in range(n)], []
+        extra["data"] = {"hf": str(data[0]), "split": args.hf_split}
+    else:
+        samples, ladders, keys = synthetic_eval_set(
+            data, split=args.split, test_fraction=args.test_fraction, split_seed=args.split_seed, seed=args.seed,
+            per_pair=args.per_pair, ladders_per_pair=args.ladders_per_pair, size=args.size or None,
+            max_pairs=args.max_pairs,
+        )
+        extra["data"] = {"sets": [str(d) for d in data], "split": args.split, "pairs": keys,
+                         "resolution": args.size or "native"}
+    if args.rank_check:
+        extra["rank_check"] = {}
+        for d in data:
+            if (d / "ir").is_dir():
+                rc = rank_check(model, d, max_pairs=args.max_pairs)
+                extra["rank_check"][d.name] = {k: v for k, v in rc.items() if k != "overall"}
+    x = torch.rand(1, 3, 480, 640, device=next(model.parameters()).device)
+    model.predict(x, x[:, :1], x)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        model.predict(x, x[:, :1], x)
+    extra["speed"] = f"{(time.perf_counter() - t0) / 5 * 1000:.0f} ms per 640x480 triple on {x.device}"
+    evaluate_reward(model, samples, args.out, ladders=ladders, examples=args.examples,
+                    title=f"reward model {args.model}", extra=extra)
+    report = Path(args.out) / "reward_eval.md"
+    print(report.read_text())
+    print(f"wrote {report}, reward_eval.json and example overlays in {args.out}")
+    return 0
+
+
+def cmd_train_reward(args: argparse.Namespace) -> int:
+    from .reward.train import run_from_args
+
+    return run_from_args(args)
+
+
+def cmd_grpo(args: argparse.Namespace) -> int:
+    from .grpo.config import run_config_from
+
+    if args.time_step:
+        from .grpo import time_one_step
+
+        r = time_one_step(args.model or "light", args.reward or "small", size=args.time_size,
+                          group_size=args.group_size or 8, mode=args.mode or "grpo", device=args.device or "cpu",
+                          threads=args.threads or 0)
+        print(f"one {r['mode']} step, {r['size']}x{r['size']} crop, G={r['group_size']}, model {r['model']}, "
+              f"reward {r['reward']}, {r['device']} ({r['threads']} threads): {r['sec']:.3f} s median of "
+              f"{r['repeats']} (mean/reference forward {r['t_forward']:.3f} s, regions {r['t_regions']:.3f} s, "
+              f"sampling+reward {r['t_reward']:.3f} s, update {r['t_update']:.3f} s)")
+        return 0
+    from .grpo import run_training
+
+    data = json.loads(Path(args.config).read_text()) if args.config else {}
+    overrides = list(args.set)
+    for key, value in (("grpo.mode", args.mode), ("steps", args.steps), ("out", args.out), ("model", args.model),
+                       ("reward", args.reward), ("device", args.device), ("grpo.group_size", args.group_size),
+                       ("threads", args.threads)):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    if args.data:
+        overrides.append(f"data={json.dumps(args.data.split(','))}")
+    out = run_training(run_config_from(data, overrides), resume=args.resume)
+    print(f"wrote {out} (final/ holds the fine-tuned network; log.jsonl, eval.jsonl, plot.png, summary.json)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import write_comfy_inputs, write_demo_pair
 
@@ -216,6 +345,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-time", type=float, default=1.0, help="stop timing a model after this many seconds")
     p.add_argument("--json", help="also write the results as JSON here")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("score", help="reward-model scores (and artifact heatmaps) of fused images")
+    p.add_argument("--ir", required=True, help="IR image or folder")
+    p.add_argument("--vis", required=True, help="visible image or folder")
+    p.add_argument("--fused", required=True, help="fused image or folder (matched to the sources by file stem)")
+    p.add_argument("--model", default="small", help="bundled name, local folder or Hub repo id")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--heatmap-out", help="write each artifact heatmap as a grey PNG named by stem here")
+    p.add_argument("--json", help="also write the scores as JSON here")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("eval-reward", help="evaluate a reward model on held-out synthetic artifacts or an HF folder")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="IVIF set folders (ir/, vi/, fused/<Method>/) or one human-feedback (HF datasets) folder")
+    p.add_argument("--model", default="small")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="out/eval_reward")
+    p.add_argument("--split", default="test", choices=("test", "all"),
+                   help="test: the source pairs training held out; all: every pair (sets never trained on)")
+    p.add_argument("--test-fraction", type=float, default=0.15, help="as in the training config's split")
+    p.add_argument("--split-seed", type=int, default=0, help="as in the training config's split")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the synthetic evaluation samples")
+    p.add_argument("--per-pair", type=int, default=8, help="synthetic samples per source pair")
+    p.add_argument("--ladders-per-pair", type=int, default=2, help="strength ladders per pair (pairwise accuracy)")
+    p.add_argument("--size", type=int, default=0, help="work at SIZE x SIZE instead of native resolution")
+    p.add_argument("--max-pairs", type=int, default=None)
+    p.add_argument("--max-samples", type=int, default=None, help="HF folders: evaluate at most this many rows")
+    p.add_argument("--hf-split", default="test", help="HF folders: which split")
+    p.add_argument("--examples", type=int, default=6, help="example heatmap overlays to write")
+    p.add_argument("--rank-check", action="store_true",
+                   help="also check IR alone, visible alone and a blurred average rank below light fusion")
+    p.set_defaults(func=cmd_eval_reward)
+
+    p = sub.add_parser("train-reward", help="train the reward model (also under torchrun for several processes)")
+    from .reward.train import add_train_args
+
+    add_train_args(p)
+    p.set_defaults(func=cmd_train_reward)
+
+    p = sub.add_parser("grpo", help="fine-tune a fusion network against the reward model (GRPO, global, ReFL)")
+    p.add_argument("--data", help="training folders with ir/ and vi/ (comma separated)")
+    p.add_argument("--model", help="network to fine-tune: bundled name, folder or Hub id (default light)")
+    p.add_argument("--steps", type=int, help="optimisation steps")
+    p.add_argument("--mode", choices=("grpo", "global", "refl"), help="region GRPO, its global ablation, or ReFL")
+    p.add_argument("--reward", help="reward model: bundled name (small), folder or Hub id")
+    p.add_argument("--out", help="run folder (checkpoint, logs, plot, final/)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--group-size", type=int, help="samples per input (G)")
+    p.add_argument("--device", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, help="CPU threads per process (1 is fastest on a busy machine)")
+    p.add_argument("--config", help="JSON run config (e.g. training/configs/grpo_light.json)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="override any config value, e.g. --set grpo.beta=0.1 (repeatable)")
+    p.add_argument("--time-step", action="store_true", help="time one step on a square crop and exit")
+    p.add_argument("--time-size", type=int, default=256, help="crop size for --time-step")
+    p.set_defaults(func=cmd_grpo)
 
     p = sub.add_parser("run-workflow", help="run a saved ComfyUI workflow (browser or API format) headless")
     p.add_argument("file", help="workflow JSON")

@@ -70,6 +70,46 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
             4: ("SaveImage", "Save fused", {"images": (3, 0), "filename_prefix": "evafusion/folder"}),
         },
     },
+    "score_and_heatmap": {
+        "description": "Fuse the demo pair, score it with the reward model and show where it sees artifacts.",
+        "nodes": {
+            1: ("EVAF_LoadIRVisPair", "Load IR/VIS Pair", PAIR),
+            2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **LOADER}),
+            3: ("EVAF_Fuse", "Fuse IR + VIS", {"model": (2, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
+            4: ("EVAF_RewardModelLoader", "Reward Model Loader", {"model": "small", **LOADER}),
+            5: ("EVAF_Score", "Score", {"reward_model": (4, 0), "fused": (3, 0), "ir": (1, 0), "vis": (1, 1)}),
+            6: ("EVAF_ArtifactHeatmap", "Artifact Heatmap", {"reward_model": (4, 0), "fused": (3, 0), "ir": (1, 0),
+                                                             "vis": (1, 1)}),
+            7: ("SaveImage", "Save fused", {"images": (3, 0), "filename_prefix": "evafusion/fused"}),
+            8: ("SaveImage", "Save heatmap overlay", {"images": (6, 1), "filename_prefix": "evafusion/heatmap"}),
+            9: ("PreviewAny", "Scores", {"source": (5, 5)}),
+        },
+    },
+    "sam_regions": {
+        "description": "Propose regions on the demo pair (SAM when a checkpoint is loaded, else superpixels).",
+        "nodes": {
+            1: ("EVAF_LoadIRVisPair", "Load IR/VIS Pair", PAIR),
+            2: ("EVAF_SAMRegions", "Regions", {"ir": (1, 0), "vis": (1, 1)}),
+            3: ("SaveImage", "Save region overlay", {"images": (2, 1), "filename_prefix": "evafusion/regions"}),
+        },
+    },
+    "grpo_finetune": {
+        "description": "Fine-tune light with GRPO against the reward model on a folder of pairs, save it, "
+        "and fuse with the result.",
+        "nodes": {
+            1: ("EVAF_PairFolderLoader", "Load IR/VIS Folder", {"folder": "evafusion_demo_folder", "max_pairs": 0,
+                                                                "width": 0, "height": 0}),
+            2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **LOADER}),
+            3: ("EVAF_RewardModelLoader", "Reward Model Loader", {"model": "small", **LOADER}),
+            4: ("EVAF_GRPOStep", "GRPO Step", {"model": (2, 0), "reward_model": (3, 0), "ir": (1, 0), "vis": (1, 1),
+                                               "steps": 2, "group_size": 4, "crop": 96}),
+            5: ("EVAF_SaveFusionModel", "Save Fusion Model", {"model": (4, 0), "name": "light-grpo-demo",
+                                                              "overwrite": True}),
+            6: ("SaveImage", "Save reward curve", {"images": (4, 2), "filename_prefix": "evafusion/grpo_curve"}),
+            7: ("EVAF_Fuse", "Fuse with fine-tuned", {"model": (4, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
+            8: ("SaveImage", "Save fused", {"images": (7, 0), "filename_prefix": "evafusion/grpo_fused"}),
+        },
+    },
 }
 
 
@@ -84,6 +124,15 @@ def _kind(spec) -> str | None:
     return typ if typ in WIDGET_TYPES else None
 
 
+def _default(ispec: list):
+    """What the frontend puts in a widget the spec leaves out: the default, else a combo's first option."""
+    opts = ispec[1] if len(ispec) > 1 else {}
+    if "default" in opts:
+        return opts["default"]
+    choices = ispec[0] if isinstance(ispec[0], list) else opts.get("options")
+    return choices[0] if choices else None
+
+
 def _ordered(node_def: dict) -> list[tuple[str, list]]:
     out = []
     for section in ("required", "optional"):
@@ -93,12 +142,24 @@ def _ordered(node_def: dict) -> list[tuple[str, list]]:
     return out
 
 
-def to_api(spec: dict) -> dict:
+def _with_defaults(cls: str, inputs: dict, object_info: dict) -> dict:
+    """The spec's inputs plus the schema default of every widget the spec leaves out."""
+    full = {}
+    for name, ispec in _ordered(object_info[cls]):
+        if name in inputs:
+            full[name] = inputs[name]
+        elif _kind(ispec) is not None and _default(ispec) is not None:
+            full[name] = _default(ispec)
+    return full
+
+
+def to_api(spec: dict, object_info: dict) -> dict:
     api = {}
     for nid, (cls, title, inputs) in spec["nodes"].items():
+        full = _with_defaults(cls, inputs, object_info)
         api[str(nid)] = {
             "class_type": cls,
-            "inputs": {k: [str(v[0]), v[1]] if _is_link(v) else v for k, v in inputs.items()},
+            "inputs": {k: [str(v[0]), v[1]] if _is_link(v) else v for k, v in full.items()},
             "_meta": {"title": title},
         }
     return api
@@ -118,7 +179,7 @@ def to_ui(spec: dict, object_info: dict) -> dict:
         sockets, widgets = [], []
         for name, ispec in _ordered(node_def):
             kind = _kind(ispec)
-            value = inputs.get(name, ispec[1].get("default") if len(ispec) > 1 else None)
+            value = inputs.get(name, _default(ispec))
             if kind is None:  # a socket
                 link = None
                 if name in inputs:
@@ -152,11 +213,13 @@ def to_ui(spec: dict, object_info: dict) -> dict:
 
 
 def main() -> int:
+    names = sys.argv[1:] or list(WORKFLOWS)
     with ComfyServer() as server:
         info = server.object_info()
-    for name, spec in WORKFLOWS.items():
+    for name in names:
+        spec = WORKFLOWS[name]
         (ROOT / "workflows" / f"{name}.json").write_text(json.dumps(to_ui(spec, info), indent=2) + "\n")
-        (ROOT / "workflows" / "api" / f"{name}.json").write_text(json.dumps(to_api(spec), indent=2) + "\n")
+        (ROOT / "workflows" / "api" / f"{name}.json").write_text(json.dumps(to_api(spec, info), indent=2) + "\n")
         print(f"wrote workflows/{name}.json and workflows/api/{name}.json")
     return 0
 

@@ -75,3 +75,12 @@ def comfy_server(comfy_dir: Path, comfy_dirs: dict[str, Path]) -> Iterator[Comfy
 def object_info(comfy_server: ComfyServer) -> dict[str, Any]:
     """The real server's /object_info."""
     return comfy_server.object_info()
+
+
+@pytest.fixture(scope="session")
+def demo_inputs(comfy_dirs: dict[str, Path]) -> Path:
+    """The files the example workflows read, written into the test server's input folder."""
+    from evafusion_core.demo import write_comfy_inputs
+
+    write_comfy_inputs(comfy_dirs["input"])
+    return comfy_dirs["input"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evafusion_core.demo import WORKFLOWS_DIR, write_comfy_inputs
+from evafusion_core.demo import WORKFLOWS_DIR
 from evafusion_core.workflow import WorkflowError, convert_to_api, run_prompt, run_workflow
 
 EXPECTED_INPUTS = {
@@ -20,12 +20,6 @@ EXPECTED_INPUTS = {
     "EVAF_FusionMetrics": {"fused", "ir", "vis", "convention", "metric", "label"},
     "EVAF_PairFolderLoader": {"folder", "max_pairs", "width", "height"},
 }
-
-
-@pytest.fixture(scope="module")
-def demo_inputs(comfy_dirs):
-    write_comfy_inputs(comfy_dirs["input"])
-    return comfy_dirs["input"]
 
 
 def _strip(api: dict) -> dict:
@@ -159,3 +153,15 @@ def test_missing_optional_dependency_degrades(comfy_dir, tmp_path):
     assert "EVAF_Fuse" in info and "EVAF_FusionMetrics" in info
     assert "EVAFusion: skipping the reward nodes: timm is not installed" in log
     assert not any(k.startswith("EVAF_RewardModel") for k in info)
+
+
+def test_sam_regions_workflow_falls_back_to_superpixels(comfy_server, demo_inputs):
+    """No SAM checkpoint is connected, so the node uses superpixels (and says so in the log)."""
+    files = run_workflow(WORKFLOWS_DIR / "sam_regions.json", server_url=comfy_server.url)
+    assert len(files) == 1
+    overlay = np.asarray(Image.open(files[0]).convert("RGB"), dtype=np.float64)
+    assert overlay.shape == (480, 640, 3)
+    # A coloured overlay: channels differ (the inputs' grey IR alone would not).
+    assert np.abs(overlay[..., 0] - overlay[..., 1]).mean() > 2
+    assert "superpixel" in comfy_server.log_path.read_text().lower()
+

@@ -1,0 +1,345 @@
+"""The reward model: multi-dimensional quality scores and an artifact heatmap for a fused image.
+
+RAHF-style ("Rich Human Feedback", CVPR 2024), as EVAFusion uses it: one timm backbone,
+shared by the fused, infrared and visible images, encodes each image; the three feature
+maps are aligned position by position (the pairs are registered), concatenated together
+with their differences (fused - IR, fused - visible), projected to tokens and mixed by a
+small transformer with a learned [CLS] token. Five sigmoid heads read the [CLS] token and
+the mean token and predict Thermal Retention, Texture Preservation, Artifacts, Sharpness
+and Overall on score/5; a light U-Net-style decoder turns the mixed token map, refined
+with the backbone's finer feature maps, into a 0..1 artifact heatmap.
+
+Any input size works: each image is resized to ``image_size`` (grey promoted to three
+channels), and the heatmap is resized back to the fused image's size.
+
+Two presets: ``small`` (a CPU-friendly LCNet trained from scratch here) and
+``rahf-large`` (ViT-L/16 at 384, the original scale; ImageNet weights only on request).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+DIMENSIONS: tuple[str, ...] = ("Thermal Retention", "Texture Preservation", "Artifacts", "Sharpness", "Overall")
+
+# ImageNet statistics: what timm backbones (and their pretrained weights) expect.
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "small": {
+        "backbone": "lcnet_050",
+        "image_size": 224,
+        "feature_indices": [1, 2, 3],
+        "embed_dim": 128,
+        "depth": 2,
+        "num_heads": 4,
+        "decoder_dim": 48,
+        "pixel_channels": [24, 32, 48, 64],
+    },
+    "rahf-large": {
+        "backbone": "vit_large_patch16_384",
+        "image_size": 384,
+        "feature_indices": [-1],
+        "backbone_kwargs": {"img_size": 384},
+        "embed_dim": 768,
+        "depth": 2,
+        "num_heads": 12,
+        "decoder_dim": 128,
+        "pixel_channels": [32, 64, 96, 128],
+    },
+}
+
+
+def promote_rgb(x: torch.Tensor, what: str = "image") -> torch.Tensor:
+    """[B,C,H,W] with C 1, 3 or 4 -> [B,3,H,W] (grey repeated, alpha dropped)."""
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4:
+        raise ValueError(f"{what}: expected [B,C,H,W], got shape {tuple(x.shape)}")
+    c = x.shape[1]
+    if c == 1:
+        return x.expand(-1, 3, -1, -1)
+    if c == 4:
+        return x[:, :3]
+    if c != 3:
+        raise ValueError(f"{what}: {c} channels; expected 1 (grey), 3 (RGB) or 4 (RGBA)")
+    return x
+
+
+_CUES = 15
+
+
+def comparison_cues(f: torch.Tensor, i: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The early-fusion input, [B,15,H,W] from fused/IR/visible [B,3,H,W] in 0..1.
+
+    The images themselves and their luma differences, plus hand-made cues that make artifacts
+    stand out from fusion-method differences: the part of the fused luma that no simple fusion
+    rule explains (its distance to the nearest of IR, visible, their mean and their maximum),
+    the fused high-pass, the fused detail in excess of both sources' (positive for noise,
+    stripes, ringing; negative for blur and texture loss), also averaged over a 7-pixel window,
+    and how much of each source the fused luma retains where the sources disagree (the IR
+    share falls to 0 where thermal targets were lost, the visible share where texture was).
+    """
+    from ..colour import luma
+
+    fy, iy, vy = luma(f), luma(i), luma(v)
+    rules = torch.stack([iy, vy, 0.5 * (iy + vy), torch.maximum(iy, vy)])
+    unexplained = (fy.unsqueeze(0) - rules).abs().amin(0)
+
+    def high(x: torch.Tensor) -> torch.Tensor:
+        return x - F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+    hf = high(fy)
+    excess = hf.abs() - torch.maximum(high(iy).abs(), high(vy).abs())
+    energy = F.avg_pool2d(excess, 7, stride=1, padding=3, count_include_pad=False)
+    gap = iy - vy
+    weight = gap.square() / (gap.square() + 0.01)  # ~1 where the sources differ by more than 0.1
+    ir_share = ((fy - vy) * gap / (gap.square() + 1e-3)).clamp(-1, 2) * weight
+    vis_share = ((fy - iy) * -gap / (gap.square() + 1e-3)).clamp(-1, 2) * weight
+    return torch.cat([f - 0.5, v - 0.5, iy - 0.5, fy - iy, fy - vy,
+                      4 * unexplained, 4 * hf, 4 * excess, 8 * energy, ir_share, vis_share], dim=1)
+
+
+class _ConvBlock(nn.Sequential):
+    def __init__(self, cin: int, cout: int) -> None:
+        groups = 8 if cout % 8 == 0 else 1
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(groups, cout), nn.GELU())
+
+
+class RewardModel(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="evafusion",
+    tags=["image-fusion", "infrared", "reward-model", "evafusion"],
+    repo_url="https://github.com/evafusion/evafusion",
+):
+    """Scores and artifact heatmap for (fused, ir, vis); see the module docstring.
+
+    ``forward`` returns raw training outputs (``scores`` in 0..1 = score/5, heatmap logits
+    at the decoder's resolution); :meth:`predict` returns 1..5 scores and a full-size heatmap.
+    """
+
+    architecture: ClassVar[str] = "rahf_reward"
+    trainable: ClassVar[bool] = True
+    dimensions: ClassVar[tuple[str, ...]] = DIMENSIONS
+
+    def __init__(
+        self,
+        backbone: str = "lcnet_050",
+        image_size: int = 224,
+        feature_indices: list[int] | tuple[int, ...] = (1, 2, 3),
+        embed_dim: int = 128,
+        depth: int = 2,
+        num_heads: int = 4,
+        decoder_dim: int = 48,
+        backbone_kwargs: dict[str, Any] | None = None,
+        pretrained_backbone: bool = False,
+        pixel_channels: list[int] | tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        self.image_size = int(image_size)
+        self.backbone = timm.create_model(
+            backbone, pretrained=pretrained_backbone, features_only=True, out_indices=tuple(feature_indices),
+            **(backbone_kwargs or {}),
+        )
+        channels = list(self.backbone.feature_info.channels())
+        self.reductions = [int(r) for r in self.backbone.feature_info.reduction()]
+        top_c, top_r = channels[-1], self.reductions[-1]
+        if self.image_size % top_r:
+            raise ValueError(f"image_size {image_size} must be a multiple of the backbone's stride {top_r}")
+        self.grid = self.image_size // top_r
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+
+        # Early fusion: a few strided convolutions over the stacked images and their luma differences
+        # at input resolution, one stage per stride 2, 4, 8, 16 ... up to the token stride. Low-level
+        # comparisons (noise, stripes, blocking, what the fused image lost from either source) are
+        # learnt from these in far fewer steps than through the shared backbone alone.
+        self.pixel = nn.ModuleList()
+        pix_c = 0
+        self.pixel_strides: list[int] = []
+        if pixel_channels:
+            cin, stride = _CUES, 1
+            for cout in pixel_channels:
+                stride *= 2
+                if stride > top_r:
+                    break
+                layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GELU()]
+                if stride >= 4:  # a second convolution per stage, skipped at stride 2 where it costs most
+                    layers.append(_ConvBlock(cout, cout))
+                self.pixel.append(nn.Sequential(*layers))
+                self.pixel_strides.append(stride)
+                cin = cout
+            if self.pixel_strides[-1] != top_r:
+                raise ValueError(f"pixel_channels needs {int(math.log2(top_r))} stages to reach stride {top_r}")
+            pix_c = cin
+        pixel_by_stride = {s_: m[0].out_channels for s_, m in zip(self.pixel_strides, self.pixel)}
+
+        # Token mixing across the three images: [f, i, v, f - i, f - v] (+ early fusion) per position.
+        self.proj = nn.Sequential(nn.LayerNorm(5 * top_c + pix_c), nn.Linear(5 * top_c + pix_c, embed_dim))
+        self.pos = nn.Parameter(torch.zeros(1, self.grid * self.grid, embed_dim))
+        self.cls = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        nn.init.trunc_normal_(self.cls, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            embed_dim, num_heads, dim_feedforward=4 * embed_dim, dropout=0.0, activation="gelu", batch_first=True,
+            norm_first=True,
+        )
+        self.mixer = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(embed_dim)
+        # Each head reads the [CLS] token, the mean token and three statistics of the predicted heatmap
+        # (mean, max, mean square): how much of the image is damaged, and how badly.
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.Linear(2 * embed_dim + 3, embed_dim // 2), nn.GELU(), nn.Linear(embed_dim // 2, 1))
+            for _ in DIMENSIONS
+        )
+
+        # Heatmap decoder: the mixed token map, upsampled x2 at a time, with skip features of
+        # the fused image and its differences to both sources at each finer backbone level.
+        self.dec_in = _ConvBlock(embed_dim, decoder_dim)
+        self.skips = nn.ModuleDict()
+        self.dec_blocks = nn.ModuleList()
+        stride, by_stride = top_r, dict(zip(self.reductions, channels))
+        self.pixel_skips = nn.ModuleDict()
+        while stride > 4:
+            stride //= 2
+            if stride in by_stride:
+                self.skips[str(stride)] = nn.Conv2d(3 * by_stride[stride], decoder_dim, 1)
+            if stride in pixel_by_stride:
+                self.pixel_skips[str(stride)] = nn.Conv2d(pixel_by_stride[stride], decoder_dim, 1)
+            self.dec_blocks.append(_ConvBlock(decoder_dim, decoder_dim))
+        self.heatmap_stride = stride
+        self.dec_out = nn.Conv2d(decoder_dim, 1, 1)
+        nn.init.constant_(self.dec_out.bias, -3.0)  # start near an empty heatmap
+
+    # -- hub config -------------------------------------------------------------------------
+    def hub_config(self) -> dict[str, Any]:
+        config = dict(getattr(self, "_hub_mixin_config", None) or {})
+        config["architecture"] = self.architecture
+        config["dimensions"] = list(DIMENSIONS)
+        # Saved weights already hold the backbone: never fetch ImageNet weights when loading them.
+        config["pretrained_backbone"] = False
+        return config
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Any:
+        """``PyTorchModelHubMixin.save_pretrained`` with ``architecture`` recorded in config.json."""
+        kwargs.setdefault("config", self.hub_config())
+        return super().save_pretrained(save_directory, **kwargs)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- forward ----------------------------------------------------------------------------
+    def resize(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        """Any [B,C,H,W] 0..1 -> [B,3,S,S] at ``image_size`` (grey promoted, alpha dropped)."""
+        x = promote_rgb(x, what).float()
+        s = self.image_size
+        if x.shape[-2:] != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def prepare(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        """Any [B,C,H,W] 0..1 -> normalised [B,3,S,S] at ``image_size``, as the backbone expects."""
+        return (self.resize(x, what) - self.mean) / self.std
+
+    def _pixel_features(self, f: torch.Tensor, i: torch.Tensor, v: torch.Tensor) -> dict[int, torch.Tensor]:
+        x = comparison_cues(f, i, v)
+        out = {}
+        for stride, stage in zip(self.pixel_strides, self.pixel):
+            x = stage(x)
+            out[stride] = x
+        return out
+
+    def _pos_embed(self, h: int, w: int) -> torch.Tensor:
+        if h == w == self.grid:
+            return self.pos
+        d = self.pos.shape[-1]
+        p = self.pos.reshape(1, self.grid, self.grid, d).permute(0, 3, 1, 2)
+        p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+        return p.permute(0, 2, 3, 1).reshape(1, h * w, d)
+
+    def forward(self, fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> dict[str, torch.Tensor]:
+        b = promote_rgb(fused, "fused").shape[0]
+        if promote_rgb(ir, "ir").shape[0] != b or promote_rgb(vis, "vis").shape[0] != b:
+            raise ValueError("fused, ir and vis must have the same batch size")
+        raw = [self.resize(fused, "fused"), self.resize(ir, "ir"), self.resize(vis, "vis")]
+        feats = self.backbone((torch.cat(raw) - self.mean) / self.std)
+        pix = self._pixel_features(*raw) if len(self.pixel) else {}
+        top = feats[-1]
+        f, i, v = top.split(b)
+        h, w = top.shape[-2:]
+        parts = [f, i, v, f - i, f - v]
+        if pix:
+            parts.append(pix[self.reductions[-1]])
+        tokens = torch.cat(parts, dim=1).flatten(2).transpose(1, 2)
+        tokens = self.proj(tokens) + self._pos_embed(h, w)
+        tokens = self.mixer(torch.cat([self.cls.expand(b, -1, -1), tokens], dim=1))
+        tokens = self.norm(tokens)
+        cls, grid = tokens[:, 0], tokens[:, 1:]
+
+        y = self.dec_in(grid.transpose(1, 2).reshape(b, -1, h, w))
+        by_stride = dict(zip(self.reductions, feats))
+        stride = self.reductions[-1]
+        for block in self.dec_blocks:
+            stride //= 2
+            y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+            if str(stride) in self.skips:
+                sf, si, sv = by_stride[stride].split(b)
+                skip = self.skips[str(stride)](torch.cat([sf, sf - si, sf - sv], dim=1))
+                y = y + F.interpolate(skip, size=y.shape[-2:], mode="bilinear", align_corners=False)
+            if str(stride) in self.pixel_skips:
+                skip = self.pixel_skips[str(stride)](pix[stride])
+                y = y + F.interpolate(skip, size=y.shape[-2:], mode="bilinear", align_corners=False)
+            y = block(y)
+        logits = self.dec_out(y)
+        heat = torch.sigmoid(logits).flatten(1)
+        stats = torch.stack([heat.mean(1), heat.amax(1), heat.square().mean(1)], dim=1)
+        pooled = torch.cat([cls, grid.mean(1), stats], dim=-1)
+        scores = torch.cat([torch.sigmoid(head(pooled)) for head in self.heads], dim=-1)
+        return {"scores": scores, "heatmap_logits": logits}
+
+    @torch.no_grad()
+    def predict(self, fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Scores on the 1..5 scale (one [B] tensor per dimension, and ``scores`` [B,5]) and
+        ``heatmap`` [B,1,H,W] in 0..1 at the fused image's size."""
+        device = next(self.parameters()).device
+        fused, ir, vis = (promote_rgb(t, n).to(device) for t, n in ((fused, "fused"), (ir, "ir"), (vis, "vis")))
+        out = self(fused, ir, vis)
+        scores = (out["scores"].float() * 5.0).clamp(1.0, 5.0).cpu()
+        heat = torch.sigmoid(out["heatmap_logits"].float())
+        heat = F.interpolate(heat, size=fused.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1).cpu()
+        result = {name: scores[:, k] for k, name in enumerate(DIMENSIONS)}
+        result["scores"] = scores
+        result["heatmap"] = heat
+        return result
+
+
+def create_reward_model(preset: str = "small", *, pretrained_backbone: bool = False, **overrides: Any) -> RewardModel:
+    """A fresh reward model from a preset (``small`` or ``rahf-large``) with optional argument overrides.
+
+    ``pretrained_backbone=True`` asks timm for ImageNet weights (a download, or its cache);
+    never needed to load saved reward weights.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown reward preset {preset!r}; known: {', '.join(PRESETS)}")
+    args = {**PRESETS[preset], **overrides}
+    return RewardModel(**args, pretrained_backbone=pretrained_backbone)
+
+
+def scores_to_dict(scores: torch.Tensor) -> list[dict[str, float]]:
+    """[B,5] scores -> one {dimension: value} dict per image."""
+    return [{name: float(row[k]) for k, name in enumerate(DIMENSIONS)} for row in scores]
+
+
+def overall_index() -> int:
+    return DIMENSIONS.index("Overall")

@@ -1,0 +1,362 @@
+"""Training the reward model: synthetic artifacts (or a human-feedback folder), one or many processes.
+
+    python training/train_reward.py --config training/configs/reward_small.json [--resume]
+    torchrun --nproc_per_node 2 training/train_reward.py --config ... # DistributedDataParallel
+    evafusion train-reward ...                                        # the same function
+
+Data: synthetic samples from the training split of the configured IVIF sets (the pairs
+that :func:`evaluate_reward_split` holds out never appear), generated at the model's
+input size; or, with ``--hf DIR``, the ``train`` split of a human-feedback folder.
+Loss: MSE of the five sigmoid outputs against score/5, plus MSE and BCE of the heatmap.
+AdamW with linear warm-up and a cosine decay. Every step is logged to ``<out>/log.jsonl``;
+checkpoints (weights, optimiser, scheduler, step, RNG) are atomic, and a batch depends
+only on (seed, step, rank), so ``--resume`` continues a killed run exactly. The final
+network is written with ``save_pretrained`` to ``<out>/final``.
+
+Processes: under ``torchrun`` (WORLD_SIZE > 1) each rank draws its own samples, gradients
+are averaged by DDP (gloo on CPU, nccl on CUDA), rank 0 logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("train_reward")
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = ROOT / "training" / "configs" / "reward_small.json"
+
+
+def apply_overrides(cfg: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    """``key.sub=JSON`` overrides (a value that is not JSON is taken as a string)."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not KEY=VALUE")
+        *parents, leaf = key.split(".")
+        node = cfg
+        for k in parents:
+            node = node.setdefault(k, {})
+        try:
+            node[leaf] = json.loads(value)
+        except json.JSONDecodeError:
+            node[leaf] = value
+    return cfg
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (ROOT / p).resolve()
+
+
+def build_model(cfg: dict[str, Any]):
+    from .model import create_reward_model
+
+    m = dict(cfg.get("model", {}))
+    preset = m.pop("preset", "small")
+    return create_reward_model(preset, **m)
+
+
+def init_from(model, folder: str | os.PathLike) -> list[str]:
+    """Start from saved weights (a ``save_pretrained`` folder): tensors of the same shape are copied;
+    a convolution that gained input channels keeps the old ones and zeroes the new. Returns the
+    names that could not be carried over (left as initialised)."""
+    from safetensors.torch import load_file
+
+    saved = load_file(str(Path(folder) / "model.safetensors"))
+    state = model.state_dict()
+    skipped = []
+    with torch.no_grad():
+        for name, t in state.items():
+            old = saved.get(name)
+            if old is None:
+                skipped.append(name)
+            elif old.shape == t.shape:
+                t.copy_(old)
+            elif old.ndim == 4 and old.shape[0] == t.shape[0] and old.shape[2:] == t.shape[2:] \
+                    and old.shape[1] < t.shape[1]:
+                t.zero_()
+                t[:, : old.shape[1]] = old
+            else:
+                skipped.append(name)
+    return skipped
+
+
+def lr_lambda(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up, then cosine from 1 to ``min_ratio`` at ``total``."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def reward_loss(out: dict[str, torch.Tensor], scores: torch.Tensor, heatmap: torch.Tensor,
+                weights: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
+    """MSE on score/5 (per dimension, averaged), heatmap MSE and BCE at the decoder's resolution."""
+    logits = out["heatmap_logits"]
+    target = F.adaptive_avg_pool2d(heatmap, logits.shape[-2:]) if heatmap.shape[-2:] != logits.shape[-2:] else heatmap
+    dim_w = torch.as_tensor(weights.get("dim_weights", [1.0] * scores.shape[1]), dtype=scores.dtype,
+                            device=scores.device)
+    score_mse = ((out["scores"] - scores / 5.0).square().mean(0) * dim_w).sum() / dim_w.sum()
+    heat_mse = F.mse_loss(torch.sigmoid(logits), target)
+    heat_bce = F.binary_cross_entropy_with_logits(logits, target)
+    loss = weights.get("score", 1.0) * score_mse + weights.get("heatmap_mse", 1.0) * heat_mse
+    loss = loss + weights.get("heatmap_bce", 0.0) * heat_bce
+    return loss, {"score_mse": score_mse.item(), "heatmap_mse": heat_mse.item(), "heatmap_bce": heat_bce.item()}
+
+
+class _HFBatches:
+    """Batches from the ``train`` split of a human-feedback folder, resized to the model's input."""
+
+    def __init__(self, path: str, size: int, seed: int) -> None:
+        from ..data.hf_format import HFRewardDataset
+
+        self.data = HFRewardDataset(path, "train")
+        self.size, self.seed = size, seed
+
+    def batch(self, step: int, rank: int, batch_size: int) -> dict[str, torch.Tensor]:
+        from ..data.synthetic import collate
+        from ..io import resize_to
+
+        g = np.random.default_rng([self.seed, step, rank])
+        items = []
+        for i in g.integers(len(self.data), size=batch_size):
+            s = dict(self.data[int(i)])
+            for k in ("fused", "ir", "vis", "heatmap"):
+                s[k] = resize_to(s[k], (self.size, self.size))
+            items.append(s)
+        return collate(items)
+
+
+class _SyntheticBatches:
+    def __init__(self, data, world: int) -> None:
+        self.data, self.world = data, world
+
+    def batch(self, step: int, rank: int, batch_size: int) -> dict[str, torch.Tensor]:
+        from ..data.synthetic import collate
+
+        start = (step * self.world + rank) * batch_size
+        return collate([self.data.sample(start + j) for j in range(batch_size)])
+
+
+def _sources(cfg: dict[str, Any], size: int, out: Path, rank: int, world: int):
+    from ..data.synthetic import FUSION_BASELINES, PUBLISHED_METHODS, load_sources
+
+    dirs = [_resolve(d) for d in cfg["data"]]
+    for d in dirs:
+        if not d.is_dir():
+            raise SystemExit(f"training data folder not found: {d}")
+    methods = tuple(cfg.get("methods", FUSION_BASELINES + PUBLISHED_METHODS))
+    cache = out / f"sources_{size}.pt"
+    if world > 1 and rank != 0:
+        torch.distributed.barrier()  # rank 0 builds the cache first
+    pairs = load_sources(dirs, methods, size=size, cache=cache, progress=rank == 0)
+    if world > 1 and rank == 0:
+        torch.distributed.barrier()
+    return pairs
+
+
+@torch.no_grad()
+def _validate(model, val: list[dict[str, Any]]) -> dict[str, float]:
+    from .evaluate import heatmap_metrics, plcc, srcc
+
+    was = model.training
+    model.eval()
+    from .evaluate import predict_samples
+
+    preds = predict_samples(model, val, batch_size=16)
+    model.train(was)
+    p = np.stack([r["scores"] for r in preds])
+    t = np.stack([s["scores"].numpy() for s in val])
+    out = {f"plcc_{k}": plcc(p[:, i], t[:, i]) for i, k in enumerate(("tr", "tp", "ar", "sh", "ov"))}
+    out["srcc_ov"] = srcc(p[:, 4], t[:, 4])
+    hm = heatmap_metrics((r["heatmap"] for r in preds), (s["heatmap"] for s in val))
+    out.update({"heat_cc": hm["cc"], "heat_auc": hm["auc_judd"], "heat_mse": hm["mse_all"]})
+    return out
+
+
+def train(
+    cfg: dict[str, Any],
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    hf: str | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train per ``cfg`` (see training/configs/reward_small.json); returns the output folder.
+
+    ``stop_after`` ends this run at that step (with a checkpoint) without finishing the
+    schedule: a later ``resume`` continues as if never stopped.
+    """
+    from tqdm import tqdm
+
+    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..data.synthetic import SyntheticConfig, SyntheticRewardData, is_test_pair
+    from ..device import pick_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cpu":
+        threads = int(cfg.get("threads") or max(1, (os.cpu_count() or 1) // world))
+        torch.set_num_threads(threads)
+
+    out = _resolve(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps({**cfg, "hf": hf, "world_size": world}, indent=2))
+
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    if cfg.get("init"):
+        skipped = init_from(model, _resolve(cfg["init"]))
+        if rank == 0:
+            log.info("initialised from %s (%d tensors not carried over: %s)", cfg["init"], len(skipped),
+                     ", ".join(skipped[:8]))
+    model = model.to(dev)
+    size = model.image_size
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.05),
+                            betas=tuple(cfg.get("betas", (0.9, 0.999))))
+    total = int(cfg["steps"])
+    warmup, min_ratio = int(cfg.get("warmup", 0)), float(cfg.get("min_lr_ratio", 0.05))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup, min_ratio))
+    step = 0
+    ckpt_path = out / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, model=model, optimizer=opt, scheduler=sched)
+        step = int(state["step"])
+        if rank == 0:
+            log.info("resumed from %s at step %d", ckpt_path, step)
+
+    split = cfg.get("split", {"test_fraction": 0.15, "seed": 0})
+    val: list[dict[str, Any]] = []
+    if hf:
+        batches: Any = _HFBatches(hf, size, seed)
+        n_train = len(batches.data)
+    else:
+        pairs = _sources(cfg, size, out, rank, world)
+        train_pairs = [p for p in pairs if not is_test_pair(p.key, split["test_fraction"], split["seed"])]
+        test_pairs = [p for p in pairs if is_test_pair(p.key, split["test_fraction"], split["seed"])]
+        syn = SyntheticConfig.from_dict(cfg.get("synthetic"))
+        batches = _SyntheticBatches(SyntheticRewardData(train_pairs, seed=seed, config=syn), world)
+        n_train = len(train_pairs)
+        if rank == 0 and test_pairs and cfg.get("val_samples", 0):
+            vdata = SyntheticRewardData(test_pairs, seed=seed + 999, config=SyntheticConfig.from_dict(
+                {**(cfg.get("synthetic") or {}), "flip": False}))
+            val = [vdata.sample(i) for i in range(int(cfg["val_samples"]))]
+        if rank == 0:
+            log.info("%d training pairs, %d held out", len(train_pairs), len(test_pairs))
+
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # timm's features_only backbones keep (and run) the stages after the last feature used.
+        net: Any = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                           find_unused_parameters=True)
+    else:
+        net = model
+    if rank == 0:
+        log.info("%d parameters, %d training items, world size %d, device %s", model.num_parameters(), n_train,
+                 world, dev)
+    weights = cfg.get("loss", {"score": 10.0, "heatmap_mse": 1.0, "heatmap_bce": 0.5})
+    bs = int(cfg["batch_size"])
+    end = min(total, stop_after) if stop_after else total
+    every, val_every = int(cfg.get("checkpoint_every", 100)), int(cfg.get("val_every", 0))
+    model.train()
+    logf = open(out / "log.jsonl", "a") if rank == 0 else None  # closed in finally
+    bar = tqdm(total=total, initial=step, desc="train reward", disable=rank != 0 or not progress)
+    try:
+        while step < end:
+            t0 = time.perf_counter()
+            b = {k: v.to(dev) for k, v in batches.batch(step, rank, bs).items()}
+            t1 = time.perf_counter()
+            out_ = net(b["fused"], b["ir"], b["vis"])
+            loss, parts = reward_loss(out_, b["scores"], b["heatmap"], weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.get("grad_clip", 1.0))
+            opt.step()
+            sched.step()
+            step += 1
+            if logf:
+                rec = {"step": step, "loss": loss.item(), **parts, "grad_norm": float(gnorm),
+                       "lr": sched.get_last_lr()[0], "data_sec": t1 - t0, "sec": time.perf_counter() - t0}
+                if val and val_every and (step % val_every == 0 or step == total):
+                    rec["val"] = _validate(model, val)
+                    log.info("step %d val %s", step, {k: round(v, 4) for k, v in rec["val"].items()})
+                logf.write(json.dumps(rec) + "\n")
+                logf.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if rank == 0 and (step % every == 0 or step == end):
+                save_checkpoint(ckpt_path, model=model, optimizer=opt, scheduler=sched, step=step,
+                                extra={"config": cfg})
+        if rank == 0 and step >= total:
+            model.eval().cpu()
+            model.save_pretrained(out / "final")
+            log.info("wrote %s", out / "final")
+    finally:
+        bar.close()
+        if logf:
+            logf.close()
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+    return out
+
+
+def add_train_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="training config JSON")
+    ap.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    ap.add_argument("--steps", type=int, help="override the config's step count")
+    ap.add_argument("--stop-after", type=int, help="stop this run at this step (checkpointed; resume later)")
+    ap.add_argument("--out", help="override the config's output folder")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    ap.add_argument("--hf", help="train on the train split of a human-feedback (HF datasets) folder")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="override a config value, e.g. --set model.embed_dim=96 (repeatable)")
+    ap.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs still written)")
+    return ap
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    cfg = json.loads(Path(args.config).read_text())
+    if args.steps:
+        cfg["steps"] = args.steps
+    if args.out:
+        cfg["out"] = args.out
+    apply_overrides(cfg, args.set)
+    train(cfg, device=args.device, resume=args.resume, hf=args.hf, stop_after=args.stop_after,
+          progress=not args.no_progress)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = add_train_args(argparse.ArgumentParser(description=__doc__,
+                                                formatter_class=argparse.RawDescriptionHelpFormatter))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    return run_from_args(args)

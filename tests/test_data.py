@@ -1,0 +1,212 @@
+"""Reward-model data: the synthetic artifact generator and the human-feedback (HF datasets) format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from evafusion_core.data.synthetic import (
+    ARTIFACT_WEIGHTS,
+    ARTIFACTS,
+    DIMENSIONS,
+    ArtifactSpec,
+    Effect,
+    SourcePair,
+    SyntheticConfig,
+    SyntheticRewardData,
+    apply_artifacts,
+    collate,
+    is_test_pair,
+    ladder,
+    load_sources,
+    make_sample,
+    scores_for,
+    split_pairs,
+)
+
+
+def _u8(t: torch.Tensor) -> torch.Tensor:
+    return t.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sources() -> list[SourcePair]:
+    """Three small procedural pairs with two clean fused images each (no files, no fusion models)."""
+    from evafusion_core.demo import make_demo_pair
+
+    out = []
+    for seed in range(3):
+        ir, vis = make_demo_pair(48, 64, seed=seed)
+        avg = (ir + vis.mean(0, keepdim=True)) / 2
+        mx = torch.maximum(ir, vis.mean(0, keepdim=True))
+        out.append(SourcePair(f"demo/p{seed}", _u8(ir), _u8(vis), {"average": _u8(avg), "max": _u8(mx)}))
+    return out
+
+
+def test_generator_is_deterministic(sources):
+    a = SyntheticRewardData(sources, seed=3, config=SyntheticConfig(flip=True))
+    b = SyntheticRewardData(sources, seed=3, config=SyntheticConfig(flip=True))
+    for i in (0, 5, 17):
+        sa, sb = a.sample(i), b.sample(i)
+        for k in ("fused", "ir", "vis", "heatmap", "scores"):
+            assert torch.equal(sa[k], sb[k]), k
+        assert sa["artifacts"] == sb["artifacts"]
+    c = SyntheticRewardData(sources, seed=4)
+    assert any(not torch.equal(a.sample(i)["fused"], c.sample(i)["fused"]) or a.sample(i)["key"] != c.sample(i)["key"]
+               for i in range(5))
+
+
+def test_sample_shapes_ranges_and_clean_fraction(sources):
+    data = SyntheticRewardData(sources, seed=0)
+    clean = sum(not data.specs(i)[2] for i in range(2000)) / 2000
+    assert 0.10 <= clean <= 0.20
+    for i in range(12):
+        s = data.sample(i)
+        assert s["fused"].shape[0] in (1, 3) and s["fused"].shape[-2:] == (48, 64)
+        assert s["heatmap"].shape == (1, 48, 64)
+        assert 0 <= float(s["fused"].min()) and float(s["fused"].max()) <= 1
+        assert 0 <= float(s["heatmap"].min()) and float(s["heatmap"].max()) <= 1
+        assert s["scores"].shape == (5,) and bool(((s["scores"] >= 1) & (s["scores"] <= 5)).all())
+        if not s["artifacts"]:
+            assert torch.all(s["scores"] == 5) and float(s["heatmap"].max()) == 0
+    batch = collate([data.sample(i) for i in range(4)])
+    assert batch["fused"].shape == (4, 3, 48, 64) and batch["ir"].shape == (4, 1, 48, 64)
+    assert batch["scores"].shape == (4, 5)
+
+
+@pytest.mark.parametrize("name", ARTIFACTS)
+def test_every_artifact_odd_sizes_grey_and_colour(name):
+    from evafusion_core.demo import make_demo_pair
+
+    ir, vis = make_demo_pair(37, 53, seed=2)
+    for fused in (vis, vis.mean(0, keepdim=True)):
+        out, heat, effects = apply_artifacts(fused, ir, vis, [ArtifactSpec(name, 0.8, 11)])
+        assert out.shape[-2:] == (37, 53) and out.shape[0] in (1, 3)
+        assert heat.shape == (1, 37, 53)
+        assert 0 <= float(out.min()) and float(out.max()) <= 1
+        assert len(effects) == 1 and 0 <= effects[0].coverage <= 1 and 0 <= effects[0].visibility <= 1
+
+
+@pytest.mark.parametrize("name", ARTIFACTS)
+def test_labels_are_monotone_in_strength(sources, name):
+    lad = ladder(sources[0], "average", name, seed=5, strengths=(0.2, 0.4, 0.6, 0.8, 1.0))
+    scores = torch.stack([s["scores"] for s in lad])  # clean first, then rising strength
+    assert torch.all(scores[1:] <= scores[:-1] + 1e-6), scores  # no dimension ever improves
+    affected = [k for k, w in enumerate(ARTIFACT_WEIGHTS[name]) if w > 0] + [4]
+    if lad[-1]["artifacts"][0][3] > 0:  # visible on this content: strictly worse on what it affects
+        for k in affected:
+            assert torch.all(scores[1:, k] < scores[:-1, k]), (DIMENSIONS[k], scores[:, k])
+    peaks = [float(s["heatmap"].max()) for s in lad]
+    assert peaks == sorted(peaks) and peaks[0] == 0
+
+
+def test_scores_for_mapping():
+    assert torch.equal(scores_for([]), torch.full((5,), 5.0))
+    weak = scores_for([Effect("noise", 0.2, 0.5)])
+    strong = scores_for([Effect("noise", 0.9, 0.5)])
+    assert torch.all(strong <= weak) and strong[4] < weak[4]
+    # Noise hurts Artifacts most; thermal loss hurts Thermal Retention most.
+    assert int(torch.argmin(strong[:4])) == DIMENSIONS.index("Artifacts")
+    thermal = scores_for([Effect("thermal_loss", 1.0, 1.0)])
+    assert int(torch.argmin(thermal[:4])) == DIMENSIONS.index("Thermal Retention") and float(thermal[0]) == 1.0
+    # A second artifact never raises a score; a bigger region never lowers the penalty.
+    both = scores_for([Effect("noise", 0.9, 0.5), Effect("blur", 0.5, 0.5)])
+    assert torch.all(both <= strong)
+    assert torch.all(scores_for([Effect("blur", 0.5, 0.9)]) <= scores_for([Effect("blur", 0.5, 0.05)]))
+
+
+def test_invisible_artifact_is_not_labelled_severe(sources):
+    p = sources[0]
+    # Thermal loss where the fused image already equals the visible image changes nothing.
+    same = SourcePair("x/y", p.ir, p.vis, {"vis": p.vis})
+    s = make_sample(same, "vis", [ArtifactSpec("thermal_loss", 1.0, 3)], colour=True)
+    assert float(s["scores"][0]) > 4.9 and float(s["heatmap"].max()) < 0.05
+
+
+def test_split_by_source_pair_has_no_overlap():
+    keys = [f"set{k % 3}/img{k:04d}" for k in range(600)]
+    pairs = [SourcePair(k, torch.zeros(1, 1, 1), torch.zeros(1, 1, 1), {"average": torch.zeros(1, 1, 1)}) for k in keys]
+    train, test = split_pairs(pairs, 0.15, seed=0)
+    assert not {p.key for p in train} & {p.key for p in test}
+    assert len(train) + len(test) == len(pairs)
+    assert 0.10 < len(test) / len(pairs) < 0.20
+    # Stable: a pair's side does not depend on the other pairs, only on (seed, key).
+    assert [is_test_pair(p.key) for p in pairs[:50]] == [p in test for p in pairs[:50]]
+    assert [is_test_pair(k, 0.15, 1) for k in keys] != [is_test_pair(k, 0.15, 0) for k in keys]
+    # Samples drawn from the training split never come from a held-out pair.
+    data = SyntheticRewardData(train, seed=0)
+    assert all(data.specs(i)[0].key not in {p.key for p in test} for i in range(300))
+
+
+def test_load_sources_from_benchmark_folder(ivif, tmp_path):
+    pairs = load_sources([ivif / "fmb5"], ("average", "SeAFusion", "IFCNN"), size=64, progress=False,
+                         cache=tmp_path / "cache.pt")
+    assert len(pairs) == 5 and pairs[0].key.startswith("fmb5/")
+    assert set(pairs[0].fused) == {"average", "SeAFusion", "IFCNN"}
+    assert pairs[0].get("SeAFusion").shape == (1, 64, 64) and pairs[0].get("vis").shape == (3, 64, 64)
+    again = load_sources([ivif / "fmb5"], ("average", "SeAFusion", "IFCNN"), size=64, progress=False,
+                         cache=tmp_path / "cache.pt")
+    assert all(torch.equal(a.fused["IFCNN"], b.fused["IFCNN"]) for a, b in zip(pairs, again))
+
+
+def test_training_split_of_the_training_sets(ivif):
+    from evafusion_core.io import find_pairs
+
+    sets = ("roadscene171", "msrs34")
+    keys = [f"{s}/{stem}" for s in sets for stem, _ in find_pairs(ivif / s / "ir", ivif / s / "vi")]
+    test = [k for k in keys if is_test_pair(k)]
+    assert 0.08 < len(test) / len(keys) < 0.25 and any(k.startswith("msrs34/") for k in test)
+
+
+def test_hf_format_round_trip(sources, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from evafusion_core.data.hf_format import SCORE_KEYS, HFRewardDataset, export_hf, is_hf_folder
+
+    data = SyntheticRewardData(sources, seed=1, config=SyntheticConfig(clean_fraction=0.0))
+    recs = [data.sample(i) for i in range(5)]
+    out = export_hf({"train": recs[:3], "dev": recs[3:4], "test": recs[4:]}, tmp_path / "hf")
+    assert is_hf_folder(out)
+
+    # The exact original format, read with datasets itself.
+    dd = datasets.load_from_disk(str(out))
+    assert set(dd) == {"train", "dev", "test"} and len(dd["train"]) == 3
+    row = dd["train"][0]
+    assert set(row) == {"fused", "infrared", "visible", "artifact_heatmap", "scores"}
+    assert set(row["scores"]) == set(SCORE_KEYS) and "Overall Score" in row["scores"]
+    assert row["artifact_heatmap"].mode == "L" and row["infrared"].mode == "L"
+
+    ds = HFRewardDataset(out, "train")
+    assert len(ds) == 3
+    for k in range(3):
+        got, want = ds[k], recs[k]
+        assert torch.allclose(got["scores"], want["scores"], atol=1e-5)
+        assert got["fused"].shape[-2:] == want["fused"].shape[-2:]
+        assert torch.allclose(got["fused"], want["fused"].expand_as(got["fused"]), atol=1 / 255 + 1e-6)
+        assert torch.allclose(got["heatmap"], want["heatmap"], atol=1 / 255 + 1e-6)
+        assert got["ir"].shape[0] == 1
+    with pytest.raises(Exception, match="split"):
+        HFRewardDataset(out, "validation")
+
+
+def test_hf_export_accepts_original_naming(tmp_path):
+    pytest.importorskip("datasets")
+    from evafusion_core.data.hf_format import HFRewardDataset, export_hf
+    from evafusion_core.errors import EvaFusionError
+
+    img = np.full((8, 10, 3), 128, np.uint8)
+    rec = {"fused": img, "infrared": img[..., 0], "visible": img, "artifact_heatmap": np.zeros((8, 10), np.uint8),
+           "scores": {"Thermal Retention": 4, "Texture Preservation": 3.5, "Artifacts": 3, "Sharpness": 2,
+                      "Overall Score": 3.25}}
+    ds = HFRewardDataset(export_hf({"test": [rec]}, tmp_path / "hf"), "test")
+    assert ds[0]["scores"].tolist() == [4.0, 3.5, 3.0, 2.0, 3.25]
+    with pytest.raises(EvaFusionError, match="1..5"):
+        export_hf({"test": [{**rec, "scores": [0, 1, 2, 3, 4]}]}, tmp_path / "bad")

@@ -1,0 +1,317 @@
+"""The reward model: shapes, save/load, evaluation metrics, training (single, resumed, 2-process DDP), CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from evafusion_core.reward import (
+    DIMENSIONS,
+    REWARD_ARCHITECTURES,
+    RewardModel,
+    create_reward_model,
+    load_reward_model,
+)
+from evafusion_core.reward import evaluate as ev
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"backbone": "lcnet_050", "image_size": 64, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_dim": 16}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread, and far faster than two when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_model(seed: int = 0) -> RewardModel:
+    torch.manual_seed(seed)
+    return create_reward_model("small", **TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> RewardModel:
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def demo_set(tmp_path_factory) -> Path:
+    """A folder with ir/, vi/ and fused/ (average) for four small procedural pairs."""
+    from evafusion_core.demo import make_demo_pair
+    from evafusion_core.io import save_image
+
+    root = tmp_path_factory.mktemp("demo_set")
+    for seed in range(4):
+        ir, vis = make_demo_pair(40, 56, seed=seed)
+        save_image(ir, root / "ir" / f"p{seed}.png")
+        save_image(vis, root / "vi" / f"p{seed}.png")
+        save_image((ir + vis) / 2, root / "fused" / f"p{seed}.png")
+    return root
+
+
+def test_dimensions_are_the_original_names():
+    assert DIMENSIONS == ("Thermal Retention", "Texture Preservation", "Artifacts", "Sharpness", "Overall")
+
+
+def test_predict_shapes_and_ranges_on_odd_sizes(model):
+    fused, ir, vis = torch.rand(2, 3, 45, 61), torch.rand(2, 1, 45, 61), torch.rand(2, 3, 45, 61)
+    out = model.predict(fused, ir, vis)
+    assert out["scores"].shape == (2, 5)
+    assert bool(((out["scores"] >= 1) & (out["scores"] <= 5)).all())
+    for name in DIMENSIONS:
+        assert out[name].shape == (2,)
+    assert out["heatmap"].shape == (2, 1, 45, 61)
+    assert 0 <= float(out["heatmap"].min()) and float(out["heatmap"].max()) <= 1
+    raw = model(fused, ir, vis)
+    assert raw["scores"].shape == (2, 5) and bool(((raw["scores"] > 0) & (raw["scores"] < 1)).all())
+
+
+@pytest.mark.parametrize("hw", [(17, 300), (100, 70), (64, 64)])
+def test_any_input_size_and_grey_inputs(model, hw):
+    h, w = hw
+    out = model.predict(torch.rand(1, 1, h, w), torch.rand(1, 1, h, w), torch.rand(1, 1, h, w))
+    assert out["heatmap"].shape == (1, 1, h, w)
+    rgba = model.predict(torch.rand(1, 4, h, w), torch.rand(1, 3, h, w), torch.rand(1, 4, h, w))
+    assert rgba["scores"].shape == (1, 5)
+    with pytest.raises(ValueError, match="channels"):
+        model.predict(torch.rand(1, 2, h, w), torch.rand(1, 1, h, w), torch.rand(1, 3, h, w))
+
+
+def test_batch_equals_single(model):
+    fused, ir, vis = torch.rand(3, 3, 50, 40), torch.rand(3, 1, 50, 40), torch.rand(3, 3, 50, 40)
+    batch = model.predict(fused, ir, vis)
+    one = model.predict(fused[1:2], ir[1:2], vis[1:2])
+    assert torch.allclose(batch["scores"][1:2], one["scores"], atol=1e-5)
+    assert torch.allclose(batch["heatmap"][1:2], one["heatmap"], atol=1e-5)
+
+
+def test_save_and_load_round_trip_through_hub(model, tmp_path):
+    from evafusion_core.errors import ModelLoadError
+    from evafusion_core.hub import load_pretrained
+
+    model.save_pretrained(tmp_path / "rm")
+    config = json.loads((tmp_path / "rm" / "config.json").read_text())
+    assert config["architecture"] == "rahf_reward" and config["pretrained_backbone"] is False
+    assert config["backbone"] == "lcnet_050" and config["image_size"] == 64
+    x = (torch.rand(1, 3, 33, 47), torch.rand(1, 1, 33, 47), torch.rand(1, 3, 33, 47))
+    want = model.predict(*x)
+    for loaded in (load_pretrained(tmp_path / "rm", REWARD_ARCHITECTURES, kind="reward"),
+                   load_reward_model(str(tmp_path / "rm")),
+                   load_reward_model(tmp_path / "rm" / "model.safetensors")):
+        assert isinstance(loaded, RewardModel) and not loaded.training
+        got = loaded.predict(*x)
+        assert torch.allclose(got["scores"], want["scores"], atol=1e-6)
+        assert torch.allclose(got["heatmap"], want["heatmap"], atol=1e-6)
+    # A fusion-network folder is refused with the architecture named, not loaded as garbage.
+    from evafusion_core.models import create_model
+
+    create_model("light").save_pretrained(tmp_path / "fusion")
+    with pytest.raises(ModelLoadError, match="architecture"):
+        load_reward_model(str(tmp_path / "fusion"))
+
+
+def test_bundled_small_loads_or_says_how_to_get_it():
+    from evafusion_core.errors import ModelLoadError
+    from evafusion_core.hub import bundled_names
+
+    if "small" in bundled_names("reward"):
+        m = load_reward_model("small")
+        x = torch.rand(1, 3, 48, 64)
+        assert m.predict(x, x[:, :1], x)["scores"].shape == (1, 5)
+    else:
+        with pytest.raises(ModelLoadError, match="train-reward"):
+            load_reward_model("small")
+
+
+def test_rahf_large_preset_is_the_original_scale():
+    with torch.device("meta"):
+        m = create_reward_model("rahf-large")
+    assert m.image_size == 384 and m.grid == 24
+    assert m.hub_config()["backbone"] == "vit_large_patch16_384"
+    assert m.hub_config()["pretrained_backbone"] is False
+    assert m.num_parameters() > 300_000_000
+    with pytest.raises(ValueError, match="preset"):
+        create_reward_model("huge")
+
+
+# --------------------------------------------------------------------------------------------
+# metrics on hand-computed cases
+# --------------------------------------------------------------------------------------------
+def test_correlations():
+    a = [1.0, 2.0, 3.0, 4.0]
+    assert ev.plcc(a, [2.0, 4.0, 6.0, 8.0]) == pytest.approx(1.0)
+    assert ev.srcc(a, [1.0, 10.0, 100.0, 1000.0]) == pytest.approx(1.0)
+    assert ev.srcc(a, [4.0, 3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert np.isnan(ev.plcc(a, [3.0, 3.0, 3.0, 3.0]))
+    res = ev.score_correlations(np.tile(np.array(a)[:, None], (1, 5)), np.tile(np.array(a)[:, None] + 1, (1, 5)))
+    assert set(res) == set(DIMENSIONS) and res["Overall"]["plcc"] == pytest.approx(1.0)
+    assert res["Overall"]["mae"] == pytest.approx(1.0)
+
+
+def test_heatmap_metrics_hand_computed():
+    g = np.zeros((4, 4))
+    g[1:3, 1:3] = 1.0
+    fix = g > 0
+    assert ev.heat_cc(g, g) == pytest.approx(1.0)
+    assert ev.heat_cc(1 - g, g) == pytest.approx(-1.0)
+    assert ev.heat_kld(g, g) == pytest.approx(0.0, abs=1e-9)
+    assert ev.heat_sim(g, g) == pytest.approx(1.0)
+    assert ev.heat_sim(1 - g, g) == pytest.approx(0.0)
+    # KLD of a uniform prediction: the truth puts 1/4 on four of 16 pixels -> log(4).
+    assert ev.heat_kld(np.ones((4, 4)), g) == pytest.approx(np.log(4.0), rel=1e-6)
+    # NSS of the truth itself: standardised value of the fixated pixels = (1 - 0.25) / sqrt(0.25 * 0.75).
+    assert ev.heat_nss(g, fix) == pytest.approx(0.75 / np.sqrt(0.1875))
+    assert ev.heat_auc_judd(g, fix) == pytest.approx(1.0)
+    assert ev.heat_auc_judd(1 - g, fix) == pytest.approx(0.125)  # ROC rises only at fp = 1: one triangle
+    big = np.zeros((100, 100), bool)
+    big[:, :50] = True
+    assert ev.heat_auc_judd(np.ones((100, 100)), big) == pytest.approx(0.5, abs=0.02)  # ties broken at random
+    assert np.isnan(ev.heat_auc_judd(g, np.zeros((4, 4), bool)))
+    m = ev.heatmap_metrics([g, np.full((4, 4), 0.1)], [g, np.zeros((4, 4))])
+    assert m["n_images"] == 2 and m["n_empty"] == 1
+    assert m["mse_empty"] == pytest.approx(0.01) and m["mse_all"] == pytest.approx(0.005)
+    assert m["cc"] == pytest.approx(1.0) and m["auc_judd"] == pytest.approx(1.0)
+
+
+def test_pairwise_accuracy_hand_computed():
+    perfect = ev.pairwise_accuracy([[5.0, 4.0, 3.0, 2.0]])
+    assert perfect["accuracy"] == 1.0 and perfect["n_pairs"] == 6
+    one_swap = ev.pairwise_accuracy([[5.0, 3.0, 4.0]])  # clean beats both; milder (3) loses to stronger (4)
+    assert one_swap["clean_vs_degraded"] == 1.0 and one_swap["milder_vs_stronger"] == 0.0
+    assert one_swap["accuracy"] == pytest.approx(2 / 3)
+    assert ev.pairwise_accuracy([[3.0, 3.0]])["accuracy"] == 0.0  # ties are wrong
+
+
+def test_overlay_and_report(model, tmp_path):
+    img = torch.rand(1, 20, 30)
+    heat = torch.zeros(1, 10, 15)
+    assert torch.allclose(ev.heatmap_overlay(img, heat), img.expand(3, -1, -1))
+    heat[:, 2:5, 2:5] = 1
+    assert ev.heatmap_overlay(img, heat).shape == (3, 20, 30)
+    samples = [{"fused": torch.rand(3, 24, 32), "ir": torch.rand(1, 24, 32), "vis": torch.rand(3, 24, 32),
+                "heatmap": (torch.rand(1, 24, 32) > 0.7).float() * k / 4, "scores": torch.full((5,), 1.0 + k)}
+               for k in range(4)]
+    lad = [[{**samples[0], "scores": torch.full((5,), 5.0)}, samples[1]]]
+    res = ev.evaluate_reward(model, samples, tmp_path / "eval", ladders=lad, examples=2, progress=False)
+    assert set(res["scores"]) == set(DIMENSIONS) and res["heatmap"]["n_empty"] == 1
+    assert res["pairwise"]["n_pairs"] == 1
+    assert (tmp_path / "eval" / "reward_eval.json").is_file() and (tmp_path / "eval" / "reward_eval.md").is_file()
+    assert len(list((tmp_path / "eval" / "examples").glob("*.png"))) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+def _tiny_cfg(data: Path, out: Path) -> dict:
+    cfg = json.loads((REPO / "training" / "configs" / "reward_small.json").read_text())
+    cfg.update({"data": [str(data)], "methods": ["average", "max"], "model": {"preset": "small", **TINY},
+                "steps": 4, "batch_size": 2, "warmup": 1, "checkpoint_every": 2, "val_every": 0, "val_samples": 0,
+                "split": {"test_fraction": 0.25, "seed": 0}, "threads": 1, "out": str(out)})
+    return cfg
+
+
+def test_resume_is_equivalent_to_an_uninterrupted_run(demo_set, tmp_path):
+    from safetensors.torch import load_file
+
+    from evafusion_core.reward.train import train
+
+    full = train(_tiny_cfg(demo_set, tmp_path / "full"), device="cpu", progress=False)
+    part = _tiny_cfg(demo_set, tmp_path / "part")
+    train(part, device="cpu", stop_after=2, progress=False)
+    assert (tmp_path / "part" / "checkpoint.pt").is_file() and not (tmp_path / "part" / "final").exists()
+    train(part, device="cpu", resume=True, progress=False)
+    a = load_file(str(full / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_two_process_ddp_smoke_run_on_gloo(demo_set, tmp_path):
+    cfg = _tiny_cfg(demo_set, tmp_path / "ddp")
+    cfg["steps"] = 2
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "training" / "train_reward.py"), "--config", str(cfg_path), "--device", "cpu", "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = tmp_path / "ddp"
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["step"] == 2
+    assert load_reward_model(str(out / "final")).image_size == 64
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+def test_score_cli_json_and_heatmaps(model, demo_set, tmp_path, capsys):
+    from evafusion_core.cli import main
+
+    model.save_pretrained(tmp_path / "rm")
+    rc = main(["score", "--ir", str(demo_set / "ir"), "--vis", str(demo_set / "vi"), "--fused",
+               str(demo_set / "fused"), "--model", str(tmp_path / "rm"), "--device", "cpu",
+               "--heatmap-out", str(tmp_path / "heat"), "--json", str(tmp_path / "scores.json")])
+    assert rc == 0
+    result = json.loads((tmp_path / "scores.json").read_text())
+    assert set(result) == {"images", "mean"}
+    assert set(result["images"]) == {"p0", "p1", "p2", "p3"}
+    for scores in [*result["images"].values(), result["mean"]]:
+        assert list(scores) == list(DIMENSIONS) and all(1 <= v <= 5 for v in scores.values())
+    from PIL import Image
+
+    heat = Image.open(tmp_path / "heat" / "p0.png")
+    assert heat.mode == "L" and heat.size == (56, 40)
+    assert "Overall" in capsys.readouterr().out
+    # A single file triple works too.
+    rc = main(["score", "--ir", str(demo_set / "ir" / "p1.png"), "--vis", str(demo_set / "vi" / "p1.png"),
+               "--fused", str(demo_set / "fused" / "p1.png"), "--model", str(tmp_path / "rm"), "--device", "cpu",
+               "--json", str(tmp_path / "one.json")])
+    assert rc == 0 and list(json.loads((tmp_path / "one.json").read_text())["images"]) == ["p1"]
+
+
+def test_eval_reward_cli_on_synthetic_and_hf(model, demo_set, tmp_path):
+    pytest.importorskip("datasets")
+    from evafusion_core.cli import main
+    from evafusion_core.data.hf_format import export_hf
+
+    model.save_pretrained(tmp_path / "rm")
+    rc = main(["eval-reward", "--data", str(demo_set), "--model", str(tmp_path / "rm"), "--device", "cpu",
+               "--split", "all", "--per-pair", "2", "--ladders-per-pair", "1", "--examples", "1",
+               "--out", str(tmp_path / "ev")])
+    assert rc == 0
+    res = json.loads((tmp_path / "ev" / "reward_eval.json").read_text())
+    assert res["n_samples"] == 8 and res["pairwise"]["n_ladders"] == 4 and "speed" in res
+    from evafusion_core.data.synthetic import SourcePair, SyntheticRewardData
+
+    u8 = lambda t: t.mul(255).round().to(torch.uint8)
+    pair = SourcePair("d/p", u8(torch.rand(1, 24, 32)), u8(torch.rand(3, 24, 32)), {"avg": u8(torch.rand(1, 24, 32))})
+    data = SyntheticRewardData([pair], seed=0)
+    export_hf({"test": [data.sample(i) for i in range(3)]}, tmp_path / "hf")
+    rc = main(["eval-reward", "--data", str(tmp_path / "hf"), "--model", str(tmp_path / "rm"), "--device", "cpu",
+               "--examples", "0", "--out", str(tmp_path / "ev_hf")])
+    assert rc == 0 and json.loads((tmp_path / "ev_hf" / "reward_eval.json").read_text())["n_samples"] == 3
+
+
+def test_init_from_saved_weights_carries_everything(model, tmp_path):
+    from evafusion_core.reward.train import init_from
+
+    model.save_pretrained(tmp_path / "rm")
+    fresh = tiny_model(seed=5)
+    assert init_from(fresh, tmp_path / "rm") == []
+    x = (torch.rand(1, 3, 40, 40), torch.rand(1, 1, 40, 40), torch.rand(1, 3, 40, 40))
+    assert torch.allclose(fresh.eval().predict(*x)["scores"], model.predict(*x)["scores"], atol=1e-6)
