@@ -19,6 +19,15 @@ EXPECTED_INPUTS = {
     "EVAF_Fuse": {"model", "ir", "vis", "tile"},
     "EVAF_FusionMetrics": {"fused", "ir", "vis", "convention", "metric", "label"},
     "EVAF_PairFolderLoader": {"folder", "max_pairs", "width", "height"},
+    "EVAF_RewardModelLoader": {"model", "device", "precision", "keep_loaded", "hub_repo_id"},
+    "EVAF_Score": {"reward_model", "fused", "ir", "vis"},
+    "EVAF_ArtifactHeatmap": {"reward_model", "fused", "ir", "vis", "opacity"},
+    "EVAF_SAMModelLoader": {"model_type", "checkpoint", "device", "keep_loaded", "hub_repo_id", "hub_filename"},
+    "EVAF_SAMRegions": {"ir", "vis", "sam_on", "points_per_side", "pred_iou_thresh", "stability_score_thresh",
+                        "superpixel_method", "n_segments", "min_area", "max_regions", "sam_model", "fused"},
+    "EVAF_GRPOStep": {"model", "reward_model", "ir", "vis", "mode", "steps", "group_size", "sigma", "lr", "beta",
+                      "clip_eps", "fidelity", "heatmap_penalty", "crop", "superpixel_method", "seed", "regions"},
+    "EVAF_SaveFusionModel": {"model", "name", "overwrite"},
 }
 
 
