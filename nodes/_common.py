@@ -104,6 +104,16 @@ class ModelHandle:
             mm.soft_empty_cache()
 
 
+def load_handle(load, choice: str, hub_repo_id: str, device: str, precision: str, keep_loaded: bool) -> ModelHandle:
+    """What every loader node does: resolve the choice (a Hub id wins), load on the CPU, wrap for ComfyUI."""
+    from ..evafusion_core.device import pick_dtype
+
+    hub = hub_repo_id.strip()
+    dev = pick_device(device)
+    net = load(hub or resolve_model_path(choice))
+    return ModelHandle.wrap(net, hub or choice, dev, pick_dtype(precision, dev), keep_loaded)
+
+
 def pick_device(name: str) -> torch.device:
     """``auto`` follows ComfyUI's own choice (respects --cpu and friends); otherwise the library's rule."""
     if name == "auto":

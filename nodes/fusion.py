@@ -9,12 +9,12 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..evafusion_core.device import PRECISIONS, pick_dtype
+from ..evafusion_core.device import PRECISIONS
 from ..evafusion_core.hub import bundled_names, load_fusion_model
 from ..evafusion_core.inference import check_pair_batch, fuse
 from ..evafusion_core.io import NORMALISATIONS, HighBitDepth, find_pairs, load_pair, resize_to
 from ..evafusion_core.models import BASELINES
-from ._common import ModelHandle, model_choices, pick_device, resolve_model_path, to_bchw, to_image
+from ._common import ModelHandle, load_handle, model_choices, to_bchw, to_image
 
 FusionModel = io.Custom("FUSION_MODEL")
 CATEGORY = "EVAFusion"
@@ -133,11 +133,7 @@ class FusionModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, device, precision, keep_loaded, hub_repo_id=""):
-        source = hub_repo_id.strip() or resolve_model_path(model)
-        dev = pick_device(device)
-        net = load_fusion_model(source)
-        return io.NodeOutput(ModelHandle.wrap(net, hub_repo_id.strip() or model, dev, pick_dtype(precision, dev),
-                                              keep_loaded))
+        return io.NodeOutput(load_handle(load_fusion_model, model, hub_repo_id, device, precision, keep_loaded))
 
 
 class Fuse(io.ComfyNode):

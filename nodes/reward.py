@@ -6,11 +6,11 @@ import comfy.utils
 import torch
 from comfy_api.latest import io, ui
 
-from ..evafusion_core.device import PRECISIONS, pick_dtype
+from ..evafusion_core.device import PRECISIONS
 from ..evafusion_core.hub import bundled_names
 from ..evafusion_core.reward import DIMENSIONS, load_reward_model
 from ..evafusion_core.reward.evaluate import heatmap_overlay
-from ._common import ModelHandle, model_choices, pick_device, resolve_model_path, to_bchw, to_image, to_mask
+from ._common import ModelHandle, load_handle, model_choices, to_bchw, to_image, to_mask
 
 RewardModelType = io.Custom("REWARD_MODEL")
 CATEGORY = "EVAFusion/reward"
@@ -76,11 +76,7 @@ class RewardModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, device, precision, keep_loaded, hub_repo_id=""):
-        source = hub_repo_id.strip() or resolve_model_path(model)
-        dev = pick_device(device)
-        net = load_reward_model(source)
-        return io.NodeOutput(ModelHandle.wrap(net, hub_repo_id.strip() or model, dev, pick_dtype(precision, dev),
-                                              keep_loaded))
+        return io.NodeOutput(load_handle(load_reward_model, model, hub_repo_id, device, precision, keep_loaded))
 
 
 class Score(io.ComfyNode):
