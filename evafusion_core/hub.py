@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -24,6 +24,27 @@ from .errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+class RecordsArchitecture:
+    """Mixin for networks saved with ``PyTorchModelHubMixin``: ``config.json`` also names the
+    ``architecture``, so :func:`load_pretrained` knows which class to build from a folder or Hub id.
+    List it before ``nn.Module`` and ``PyTorchModelHubMixin`` in the bases."""
+
+    architecture: ClassVar[str] = ""
+
+    def hub_config(self) -> dict[str, Any]:
+        """The JSON config written next to the weights: the constructor arguments plus ``architecture``."""
+        config = dict(getattr(self, "_hub_mixin_config", None) or {})
+        config["architecture"] = self.architecture
+        return config
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> Any:
+        kwargs.setdefault("config", self.hub_config())
+        return super().save_pretrained(save_directory, **kwargs)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
 
 def bundled_names(kind: str = "fusion") -> list[str]:

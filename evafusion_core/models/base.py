@@ -12,15 +12,17 @@ reads from bundled folders, local folders and the Hub alike.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from ..hub import RecordsArchitecture
+
 
 class FusionNet(
+    RecordsArchitecture,
     nn.Module,
     PyTorchModelHubMixin,
     library_name="evafusion",
@@ -37,17 +39,3 @@ class FusionNet(
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def hub_config(self) -> dict[str, Any]:
-        """The JSON config written next to the weights."""
-        config = dict(getattr(self, "_hub_mixin_config", None) or {})
-        config["architecture"] = self.architecture
-        return config
-
-    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Any:
-        """``PyTorchModelHubMixin.save_pretrained`` with ``architecture`` recorded in config.json."""
-        kwargs.setdefault("config", self.hub_config())
-        return super().save_pretrained(save_directory, **kwargs)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

@@ -19,13 +19,14 @@ Two presets: ``small`` (a CPU-friendly LCNet trained from scratch here) and
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
+
+from ..hub import RecordsArchitecture
 
 DIMENSIONS: tuple[str, ...] = ("Thermal Retention", "Texture Preservation", "Artifacts", "Sharpness", "Overall")
 
@@ -115,6 +116,7 @@ class _ConvBlock(nn.Sequential):
 
 
 class RewardModel(
+    RecordsArchitecture,
     nn.Module,
     PyTorchModelHubMixin,
     library_name="evafusion",
@@ -224,20 +226,11 @@ class RewardModel(
 
     # -- hub config -------------------------------------------------------------------------
     def hub_config(self) -> dict[str, Any]:
-        config = dict(getattr(self, "_hub_mixin_config", None) or {})
-        config["architecture"] = self.architecture
+        config = super().hub_config()
         config["dimensions"] = list(DIMENSIONS)
         # Saved weights already hold the backbone: never fetch ImageNet weights when loading them.
         config["pretrained_backbone"] = False
         return config
-
-    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Any:
-        """``PyTorchModelHubMixin.save_pretrained`` with ``architecture`` recorded in config.json."""
-        kwargs.setdefault("config", self.hub_config())
-        return super().save_pretrained(save_directory, **kwargs)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     # -- forward ----------------------------------------------------------------------------
     def resize(self, x: torch.Tensor, what: str) -> torch.Tensor:
