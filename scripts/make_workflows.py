@@ -82,7 +82,6 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
                                                              "vis": (1, 1)}),
             7: ("SaveImage", "Save fused", {"images": (3, 0), "filename_prefix": "evafusion/fused"}),
             8: ("SaveImage", "Save heatmap overlay", {"images": (6, 1), "filename_prefix": "evafusion/heatmap"}),
-            9: ("PreviewAny", "Scores", {"source": (5, 5)}),
         },
     },
     "sam_regions": {

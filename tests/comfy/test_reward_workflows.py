@@ -13,7 +13,7 @@ from evafusion_core.workflow import run_prompt, run_workflow
 def test_score_and_heatmap_workflow(comfy_server, demo_inputs):
     api = json.loads((WORKFLOWS_DIR / "api" / "score_and_heatmap.json").read_text())
     outputs = run_prompt(comfy_server.url, api)
-    header, row = outputs["9"]["text"][0].splitlines()[:2]
+    header, row = outputs["5"]["text"][0].splitlines()[:2]
     assert header.split() == ["image", "thermal", "texture", "artifacts", "sharpness", "overall"]
     scores = [float(v) for v in row.split()[1:]]
     assert len(scores) == 5 and all(1.0 <= s <= 5.0 for s in scores)
