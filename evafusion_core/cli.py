@@ -289,12 +289,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     inputs, outputs = out / "comfyui" / "input", out / "comfyui" / "output"
     write_comfy_inputs(inputs)
-    print(f"running {WORKFLOWS_DIR / 'fuse_pair.json'} on a local ComfyUI (inputs in {inputs})", flush=True)
-    files = run_workflow(WORKFLOWS_DIR / "fuse_pair.json", [f"2.model={json.dumps(args.model)}"],
+    workflow = WORKFLOWS_DIR / "score_and_heatmap.json"  # fuse, save, score and map artifacts
+    print(f"running {workflow} on a local ComfyUI (inputs in {inputs})", flush=True)
+    files = run_workflow(workflow, [f"2.model={json.dumps(args.model)}"],
                          server_args=["--input-directory", str(inputs), "--output-directory", str(outputs)])
     for f in files:
         print(f"wrote {f}")
-    sbs = demo_side_by_side(inputs, files[0], out / "demo_side_by_side.png")
+    fused = next(f for f in files if f.name.startswith("fused"))
+    sbs = demo_side_by_side(inputs, fused, out / "demo_side_by_side.png")
     print(f"wrote {sbs} (IR | visible | fused)")
     return 0
 

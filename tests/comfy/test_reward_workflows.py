@@ -33,3 +33,13 @@ def test_grpo_finetune_workflow(comfy_server, demo_inputs, comfy_dir):
     from evafusion_core.hub import load_fusion_model
 
     assert load_fusion_model(saved).architecture == "light"
+
+
+def test_demo_command_runs_the_score_workflow(tmp_path, capsys):
+    """`make demo`'s command: fuse, score and map artifacts of the demo pair through a real server."""
+    from evafusion_core.cli import main
+
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "fused_" in out and "heatmap_" in out
+    assert Image.open(tmp_path / "demo_side_by_side.png").size[0] > 3 * 640
