@@ -3,11 +3,14 @@
 RAHF-style ("Rich Human Feedback", CVPR 2024), as EVAFusion uses it: one timm backbone,
 shared by the fused, infrared and visible images, encodes each image; the three feature
 maps are aligned position by position (the pairs are registered), concatenated together
-with their differences (fused - IR, fused - visible), projected to tokens and mixed by a
-small transformer with a learned [CLS] token. Five sigmoid heads read the [CLS] token and
-the mean token and predict Thermal Retention, Texture Preservation, Artifacts, Sharpness
-and Overall on score/5; a light U-Net-style decoder turns the mixed token map, refined
-with the backbone's finer feature maps, into a 0..1 artifact heatmap.
+with their differences (fused - IR, fused - visible) and an early-fusion branch (a few
+strided convolutions over the stacked images and hand-made comparison cues, see
+:func:`comparison_cues`), projected to tokens and mixed by a small transformer with a
+learned [CLS] token. A light U-Net-style decoder turns the mixed token map, refined with
+the backbone's and the early-fusion branch's finer maps, into a 0..1 artifact heatmap.
+Five sigmoid heads read the [CLS] token, the mean token and the heatmap's mean, max and
+mean square, and predict Thermal Retention, Texture Preservation, Artifacts, Sharpness
+and Overall on score/5.
 
 Any input size works: each image is resized to ``image_size`` (grey promoted to three
 channels), and the heatmap is resized back to the fused image's size.

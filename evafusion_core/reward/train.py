@@ -4,10 +4,12 @@
     torchrun --nproc_per_node 2 training/train_reward.py --config ... # DistributedDataParallel
     evafusion train-reward ...                                        # the same function
 
-Data: synthetic samples from the training split of the configured IVIF sets (the pairs
-that :func:`evaluate_reward_split` holds out never appear), generated at the model's
-input size; or, with ``--hf DIR``, the ``train`` split of a human-feedback folder.
-Loss: MSE of the five sigmoid outputs against score/5, plus MSE and BCE of the heatmap.
+Data: synthetic samples from the training split of the configured IVIF sets (the source
+pairs that ``is_test_pair`` holds out, which ``evafusion eval-reward --split test`` scores,
+never appear), generated at the model's input size; or, with ``--hf DIR``, the ``train``
+split of a human-feedback folder. ``init`` in the config starts from saved weights.
+Loss: MSE of the five sigmoid outputs against score/5 (optionally weighted per dimension),
+plus MSE and BCE of the heatmap.
 AdamW with linear warm-up and a cosine decay. Every step is logged to ``<out>/log.jsonl``;
 checkpoints (weights, optimiser, scheduler, step, RNG) are atomic, and a batch depends
 only on (seed, step, rank), so ``--resume`` continues a killed run exactly. The final
