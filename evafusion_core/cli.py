@@ -272,6 +272,40 @@ def cmd_grpo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from .feedback import FeedbackStore, export_feedback_hf, feedback_stats, format_stats
+    from .io import load_image
+
+    store = FeedbackStore(args.dir)
+    if args.action == "stats":
+        if not store.records_path.is_file():
+            raise EvaFusionError(f"{args.dir}: not a feedback folder (no {store.records_path.name})")
+        stats = feedback_stats(store, skip_bad=args.skip_bad)
+        print(format_stats(stats))
+        if args.json:
+            from .io import atomic_write_bytes
+
+            atomic_write_bytes(args.json, json.dumps(stats, indent=2).encode())
+        return 0
+    if args.action == "export":
+        counts = export_feedback_hf(store, args.out, dev_fraction=args.dev_fraction, test_fraction=args.test_fraction,
+                                    seed=args.seed, skip_bad=args.skip_bad)
+        print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + " rows")
+        return 0
+    ir, vis = load_image(args.ir, grey=True), load_image(args.vis)
+    if args.action == "rate":
+        scores = [float(v) for v in args.scores.split(",")]
+        mask = load_image(args.mask, grey=True)[0] if args.mask else None
+        rec = store.add_rating(load_image(args.fused), ir, vis, scores, annotator=args.annotator, mask=mask,
+                               model=args.model, pair=Path(args.fused).stem)
+    else:
+        rec = store.add_preference(load_image(args.a), load_image(args.b), ir, vis, args.choice,
+                                   annotator=args.annotator, reason=args.reason, model_a=args.model_a,
+                                   model_b=args.model_b, pair=Path(args.a).stem)
+    print(f"recorded {rec['kind']} {rec['id']} (version {rec['version']}) in {store.records_path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import write_comfy_inputs, write_demo_pair
 
@@ -403,6 +437,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-step", action="store_true", help="time one step on a square crop and exit")
     p.add_argument("--time-size", type=int, default=256, help="crop size for --time-step")
     p.set_defaults(func=cmd_grpo)
+
+    p = sub.add_parser("feedback", help="human ratings and preferences: record, summarise, export")
+    fsub = p.add_subparsers(dest="action", required=True)
+    q = fsub.add_parser("stats", help="counts per annotator and dimension, agreement between annotators")
+    q.add_argument("dir", help="feedback folder (written by Rate Fusion / Compare Fusions)")
+    q.add_argument("--json", help="also write the figures as JSON here")
+    q.add_argument("--skip-bad", action="store_true", help="skip (and list) bad lines instead of stopping")
+    q.set_defaults(func=cmd_feedback)
+    q = fsub.add_parser("export", help="write the ratings in the original human-feedback format")
+    q.add_argument("dir", help="feedback folder")
+    q.add_argument("out", help="new output folder (HF datasets save_to_disk)")
+    q.add_argument("--format", choices=("hf",), default="hf", help="hf: the original dataset's format")
+    q.add_argument("--dev-fraction", type=float, default=0.1, help="share of source pairs in the dev split")
+    q.add_argument("--test-fraction", type=float, default=0.1, help="share of source pairs in the test split")
+    q.add_argument("--seed", type=int, default=0, help="seed of the split by source pair")
+    q.add_argument("--skip-bad", action="store_true", help="skip (and list) bad lines instead of stopping")
+    q.set_defaults(func=cmd_feedback)
+    q = fsub.add_parser("rate", help="record a rating from the command line (safe beside ComfyUI writers)")
+    q.add_argument("dir", help="feedback folder")
+    q.add_argument("--fused", required=True)
+    q.add_argument("--ir", required=True)
+    q.add_argument("--vis", required=True)
+    q.add_argument("--scores", required=True, help="five values 1-5: thermal,texture,artifacts,sharpness,overall")
+    q.add_argument("--annotator", required=True)
+    q.add_argument("--mask", help="grey image, white where artifacts are")
+    q.add_argument("--model", default="", help="name of the fusion model that made the image")
+    q.set_defaults(func=cmd_feedback)
+    q = fsub.add_parser("prefer", help="record which of two fusions of one pair is better")
+    q.add_argument("dir", help="feedback folder")
+    q.add_argument("--a", required=True, help="fused image A")
+    q.add_argument("--b", required=True, help="fused image B")
+    q.add_argument("--ir", required=True)
+    q.add_argument("--vis", required=True)
+    q.add_argument("--choice", required=True, choices=("A", "B", "tie"))
+    q.add_argument("--annotator", required=True)
+    q.add_argument("--reason", default="")
+    q.add_argument("--model-a", default="")
+    q.add_argument("--model-b", default="")
+    q.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("run-workflow", help="run a saved ComfyUI workflow (browser or API format) headless")
     p.add_argument("file", help="workflow JSON")

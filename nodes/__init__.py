@@ -21,6 +21,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "reward": ("timm",),
     "regions": ("segment_anything", "skimage"),
     "training": ("timm",),
+    "feedback": ("filelock",),
 }
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}

@@ -182,6 +182,9 @@ class PairFolderLoader(io.ComfyNode):
                 io.Int.Input("max_pairs", default=0, min=0, max=100000, tooltip="0 loads every pair."),
                 io.Int.Input("width", default=0, min=0, max=8192, tooltip="Common width (0 = first pair's)."),
                 io.Int.Input("height", default=0, min=0, max=8192, tooltip="Common height (0 = first pair's)."),
+                io.Int.Input("start", default=0, min=0, max=100000, optional=True,
+                             tooltip="First pair to load (0-based, in name order); with max_pairs 1 it steps "
+                             "through the folder one pair at a time, e.g. for rating."),
             ],
             outputs=[
                 io.Image.Output("ir"),
@@ -204,11 +207,13 @@ class PairFolderLoader(io.ComfyNode):
         return p if p.is_absolute() else Path(folder_paths.get_input_directory()) / p
 
     @classmethod
-    def execute(cls, folder, max_pairs, width, height):
+    def execute(cls, folder, max_pairs, width, height, start=0):
         root = cls._root(folder)
         pairs = find_pairs(root / "ir", root / "vi")
-        if max_pairs:
-            pairs = pairs[:max_pairs]
+        if start >= len(pairs):
+            raise ValueError(f"{root}: start {start} is past the last pair (the folder has {len(pairs)} pairs, "
+                             f"numbered 0 to {len(pairs) - 1})")
+        pairs = pairs[start : start + max_pairs] if max_pairs else pairs[start:]
         bar = comfy.utils.ProgressBar(len(pairs))
         irs, viss = [], []
         size = None

@@ -25,6 +25,9 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 PAIR = {"ir_image": "evafusion_demo_ir.png", "vis_image": "evafusion_demo_vis.png", "ir_path": "", "vis_path": "",
         "normalise": "percentile", "resize": False}
 LOADER = {"hub_repo_id": "", "device": "auto", "precision": "auto", "keep_loaded": True}
+FEEDBACK = {"annotator": "", "dataset": "evafusion_feedback", "mode": "preview first"}
+RATING = {"thermal_retention": 3, "texture_preservation": 3, "artifacts": 3, "sharpness": 3, "overall": 3,
+          **FEEDBACK, "note": ""}
 
 WORKFLOWS: dict[str, dict[str, dict]] = {
     "fuse_pair": {
@@ -64,7 +67,7 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
         "description": "Fuse every pair in a folder with ir/ and vi/ subfolders (batch processing).",
         "nodes": {
             1: ("EVAF_PairFolderLoader", "Load IR/VIS Folder", {"folder": "evafusion_demo_folder", "max_pairs": 0,
-                                                                "width": 0, "height": 0}),
+                                                                "width": 0, "height": 0, "start": 0}),
             2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **LOADER}),
             3: ("EVAF_Fuse", "Fuse IR + VIS", {"model": (2, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
             4: ("SaveImage", "Save fused", {"images": (3, 0), "filename_prefix": "evafusion/folder"}),
@@ -97,7 +100,7 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
         "and fuse with the result.",
         "nodes": {
             1: ("EVAF_PairFolderLoader", "Load IR/VIS Folder", {"folder": "evafusion_demo_folder", "max_pairs": 0,
-                                                                "width": 0, "height": 0}),
+                                                                "width": 0, "height": 0, "start": 0}),
             2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **LOADER}),
             3: ("EVAF_RewardModelLoader", "Reward Model Loader", {"model": "small", **LOADER}),
             4: ("EVAF_GRPOStep", "GRPO Step", {"model": (2, 0), "reward_model": (3, 0), "ir": (1, 0), "vis": (1, 1),
@@ -107,6 +110,27 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
             6: ("SaveImage", "Save reward curve", {"images": (4, 2), "filename_prefix": "evafusion/grpo_curve"}),
             7: ("EVAF_Fuse", "Fuse with fine-tuned", {"model": (4, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
             8: ("SaveImage", "Save fused", {"images": (7, 0), "filename_prefix": "evafusion/grpo_fused"}),
+        },
+    },
+    "human_rating": {
+        "description": "Rate fusions by two models of one pair from a folder, and say which is better. Queue once "
+        "to see the images, set the sliders and your name, queue again to record; then raise 'start' for the "
+        "next pair. Ratings go to output/evafusion_feedback and train the reward model "
+        "(evafusion train-reward --feedback).",
+        "nodes": {
+            1: ("EVAF_PairFolderLoader", "Load one pair (raise start for the next)", {
+                "folder": "evafusion_demo_folder", "max_pairs": 1, "width": 0, "height": 0, "start": 0}),
+            2: ("EVAF_FusionModelLoader", "Model A: light", {"model": "light", **LOADER}),
+            3: ("EVAF_FusionModelLoader", "Model B: average", {"model": "average", **LOADER}),
+            4: ("EVAF_Fuse", "Fuse with A", {"model": (2, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
+            5: ("EVAF_Fuse", "Fuse with B", {"model": (3, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
+            6: ("EVAF_RateFusion", "Rate A", {"fused": (4, 0), "ir": (1, 0), "vis": (1, 1), **RATING,
+                                              "model_name": "light"}),
+            7: ("EVAF_RateFusion", "Rate B", {"fused": (5, 0), "ir": (1, 0), "vis": (1, 1), **RATING,
+                                              "model_name": "average"}),
+            8: ("EVAF_CompareFusions", "A or B?", {"fused_a": (4, 0), "fused_b": (5, 0), "ir": (1, 0), "vis": (1, 1),
+                                                   "preference": "about the same", **FEEDBACK, "reason": "",
+                                                   "model_a": "light", "model_b": "average"}),
         },
     },
 }

@@ -7,9 +7,12 @@
 Data: synthetic samples from the training split of the configured IVIF sets (the source
 pairs that ``is_test_pair`` holds out, which ``evafusion eval-reward --split test`` scores,
 never appear), generated at the model's input size; or, with ``--hf DIR``, the ``train``
-split of a human-feedback folder. ``init`` in the config starts from saved weights.
+split of a human-feedback folder; or a weighted mix (config ``sources``, or ``--feedback
+DIR=W`` and ``--synthetic-weight W``) that adds feedback folders written by the Rate Fusion
+and Compare Fusions nodes. ``init`` in the config starts from saved weights.
 Loss: MSE of the five sigmoid outputs against score/5 (optionally weighted per dimension),
-plus MSE and BCE of the heatmap.
+plus MSE and BCE of the heatmap, plus a Bradley-Terry ranking loss on Overall for
+pairwise preferences (``loss.ranking``, ``preference_batch`` pairs per step).
 AdamW with linear warm-up and a cosine decay. Every step is logged to ``<out>/log.jsonl``;
 checkpoints (weights, optimiser, scheduler, step, RNG) are atomic, and a batch depends
 only on (seed, step, rank), so ``--resume`` continues a killed run exactly. The final
@@ -141,6 +144,19 @@ class _HFBatches:
         return collate(items)
 
 
+class _FeedbackBatches:
+    """Batches of pooled ratings from a feedback folder (already at the model's input size)."""
+
+    def __init__(self, data, seed: int) -> None:
+        self.data, self.seed = data, seed
+
+    def batch(self, step: int, rank: int, batch_size: int) -> dict[str, torch.Tensor]:
+        from ..data.synthetic import collate
+
+        g = np.random.default_rng([self.seed, step, rank, 1])
+        return collate([self.data.samples[int(i)] for i in g.integers(len(self.data.samples), size=batch_size)])
+
+
 class _SyntheticBatches:
     def __init__(self, data, world: int) -> None:
         self.data, self.world = data, world
@@ -150,6 +166,64 @@ class _SyntheticBatches:
 
         start = (step * self.world + rank) * batch_size
         return collate([self.data.sample(start + j) for j in range(batch_size)])
+
+
+class _MixedBatches:
+    """Each batch drawn from several sources, in proportion to their weights (a multinomial per step,
+    seeded by step and rank, so a resumed run sees the same batches)."""
+
+    def __init__(self, parts: list[tuple[Any, float]], seed: int) -> None:
+        self.parts = [(b, w) for b, w in parts if w > 0]
+        if not self.parts:
+            raise ValueError("every training source has weight 0: nothing to train on")
+        total = sum(w for _, w in self.parts)
+        self.p = [w / total for _, w in self.parts]
+        self.seed = seed
+
+    def batch(self, step: int, rank: int, batch_size: int) -> dict[str, torch.Tensor]:
+        if len(self.parts) == 1:
+            return self.parts[0][0].batch(step, rank, batch_size)
+        counts = np.random.default_rng([self.seed, step, rank, 2]).multinomial(batch_size, self.p)
+        got = [b.batch(step, rank, int(n)) for (b, _), n in zip(self.parts, counts) if n > 0]
+        return {k: torch.cat([g[k] for g in got]) for k in got[0]}
+
+
+class _PreferencePairs:
+    """Pairwise preferences from every feedback source, each pair weighted by its source's weight."""
+
+    def __init__(self, sources: list[tuple[Any, float]], seed: int) -> None:
+        self.pairs = [(p, w) for data, w in sources for p in data.pairs if w > 0]
+        self.seed = seed
+
+    def batch(self, step: int, rank: int, n: int) -> dict[str, torch.Tensor] | None:
+        if not self.pairs or n <= 0:
+            return None
+        g = np.random.default_rng([self.seed, step, rank, 3])
+        chosen = [self.pairs[int(i)] for i in g.integers(len(self.pairs), size=n)]
+        stack = lambda k: torch.stack([p[k] for p, _ in chosen])  # noqa: E731
+        return {"a": stack("a"), "b": stack("b"), "ir": stack("ir"), "vis": stack("vis"),
+                "target": torch.tensor([p["target"] for p, _ in chosen]),
+                "weight": torch.tensor([w for _, w in chosen], dtype=torch.float32)}
+
+
+def ranking_loss(overall_a: torch.Tensor, overall_b: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                 sharpness: float = 2.0) -> torch.Tensor:
+    """Bradley-Terry loss on the Overall score (sigmoid outputs in 0..1, i.e. score/5): a one-point
+    difference on the 1-5 scale gives P(A better) = sigmoid(sharpness). Ties pull the two together."""
+    logits = sharpness * 5.0 * (overall_a - overall_b)
+    per = F.binary_cross_entropy_with_logits(logits, target.to(logits), reduction="none")
+    w = weight.to(per)
+    return (per * w).sum() / w.sum()
+
+
+def training_sources(cfg: dict[str, Any], hf: str | None = None) -> list[dict[str, Any]]:
+    """The configured data sources: ``cfg["sources"]`` (kind synthetic / feedback / hf, path, weight),
+    defaulting to synthetic data alone, or to the ``hf`` folder alone when one is given."""
+    if cfg.get("sources"):
+        return [dict(s) for s in cfg["sources"]]
+    if hf:
+        return [{"kind": "hf", "path": hf, "weight": 1.0}]
+    return [{"kind": "synthetic", "weight": 1.0}]
 
 
 def _sources(cfg: dict[str, Any], size: int, out: Path, rank: int, world: int):
@@ -253,22 +327,46 @@ def train(
 
     split = cfg.get("split", {"test_fraction": 0.15, "seed": 0})
     val: list[dict[str, Any]] = []
-    if hf:
-        batches: Any = _HFBatches(hf, size, seed)
-        n_train = len(batches.data)
-    else:
-        pairs = _sources(cfg, size, out, rank, world)
-        train_pairs = [p for p in pairs if not is_test_pair(p.key, split["test_fraction"], split["seed"])]
-        test_pairs = [p for p in pairs if is_test_pair(p.key, split["test_fraction"], split["seed"])]
-        syn = SyntheticConfig.from_dict(cfg.get("synthetic"))
-        batches = _SyntheticBatches(SyntheticRewardData(train_pairs, seed=seed, config=syn), world)
-        n_train = len(train_pairs)
-        if rank == 0 and test_pairs and cfg.get("val_samples", 0):
-            vdata = SyntheticRewardData(test_pairs, seed=seed + 999, config=SyntheticConfig.from_dict(
-                {**(cfg.get("synthetic") or {}), "flip": False}))
-            val = [vdata.sample(i) for i in range(int(cfg["val_samples"]))]
-        if rank == 0:
-            log.info("%d training pairs, %d held out", len(train_pairs), len(test_pairs))
+    parts: list[tuple[Any, float]] = []
+    feedback: list[tuple[Any, float]] = []
+    n_train = 0
+    for src in training_sources(cfg, hf):
+        kind, weight = src.get("kind"), float(src.get("weight", 1.0))
+        if kind == "hf":
+            hfb = _HFBatches(str(_resolve(src["path"])), size, seed)
+            parts.append((hfb, weight))
+            n_train += len(hfb.data)
+        elif kind == "feedback":
+            from ..feedback import FeedbackTrainingData
+
+            data = FeedbackTrainingData(_resolve(src["path"]), size, skip_bad=bool(src.get("skip_bad", False)))
+            feedback.append((data, weight))
+            if data.samples:
+                parts.append((_FeedbackBatches(data, seed), weight))
+            n_train += len(data.samples) + len(data.pairs)
+            if rank == 0:
+                log.info("feedback %s: %d rated images, %d preferences, weight %g", src["path"], len(data.samples),
+                         len(data.pairs), weight)
+        elif kind == "synthetic":
+            pairs = _sources(cfg, size, out, rank, world)
+            train_pairs = [p for p in pairs if not is_test_pair(p.key, split["test_fraction"], split["seed"])]
+            test_pairs = [p for p in pairs if is_test_pair(p.key, split["test_fraction"], split["seed"])]
+            syn = SyntheticConfig.from_dict(cfg.get("synthetic"))
+            parts.append((_SyntheticBatches(SyntheticRewardData(train_pairs, seed=seed, config=syn), world), weight))
+            n_train += len(train_pairs)
+            if rank == 0 and test_pairs and cfg.get("val_samples", 0):
+                vdata = SyntheticRewardData(test_pairs, seed=seed + 999, config=SyntheticConfig.from_dict(
+                    {**(cfg.get("synthetic") or {}), "flip": False}))
+                val = [vdata.sample(i) for i in range(int(cfg["val_samples"]))]
+            if rank == 0:
+                log.info("%d training pairs, %d held out", len(train_pairs), len(test_pairs))
+        else:
+            raise ValueError(f"training source kind {kind!r}: use synthetic, feedback or hf")
+    batches = _MixedBatches(parts, seed) if parts else None
+    prefs = _PreferencePairs(feedback, seed)
+    n_pref = int(cfg.get("preference_batch", 4)) if prefs.pairs else 0
+    if batches is None and not n_pref:
+        raise ValueError("no training data: every source is empty or has weight 0")
 
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -291,10 +389,28 @@ def train(
     try:
         while step < end:
             t0 = time.perf_counter()
-            b = {k: v.to(dev) for k, v in batches.batch(step, rank, bs).items()}
+            b = {k: v.to(dev) for k, v in batches.batch(step, rank, bs).items()} if batches else None
+            pb = prefs.batch(step, rank, n_pref)
             t1 = time.perf_counter()
-            out_ = net(b["fused"], b["ir"], b["vis"])
-            loss, parts = reward_loss(out_, b["scores"], b["heatmap"], weights)
+            # One forward over rated images and both sides of each preference (DDP allows one per step).
+            fused, irs, viss = [], [], []
+            if b:
+                fused, irs, viss = [b["fused"]], [b["ir"]], [b["vis"]]
+            if pb:
+                fused += [pb["a"].to(dev), pb["b"].to(dev)]
+                irs += [pb["ir"].to(dev)] * 2
+                viss += [pb["vis"].to(dev)] * 2
+            out_ = net(torch.cat(fused), torch.cat(irs), torch.cat(viss))
+            n = b["fused"].shape[0] if b else 0
+            if b:
+                loss, parts = reward_loss({k: v[:n] for k, v in out_.items()}, b["scores"], b["heatmap"], weights)
+            else:
+                loss, parts = out_["scores"].sum() * 0.0, {}
+            if pb:
+                overall = out_["scores"][n:, -1]
+                rank_l = ranking_loss(overall[:n_pref], overall[n_pref:], pb["target"], pb["weight"])
+                loss = loss + weights.get("ranking", 1.0) * rank_l
+                parts["ranking"] = rank_l.item()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.get("grad_clip", 1.0))
@@ -338,6 +454,12 @@ def add_train_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--out", help="override the config's output folder")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
     ap.add_argument("--hf", help="train on the train split of a human-feedback (HF datasets) folder")
+    ap.add_argument("--feedback", action="append", default=[], metavar="DIR[=WEIGHT]",
+                    help="add a feedback folder (Rate Fusion / Compare Fusions) to the training mix; repeatable. "
+                    "Its ratings join the batches in proportion to WEIGHT (default 1), its preferences train "
+                    "through a ranking loss")
+    ap.add_argument("--synthetic-weight", type=float,
+                    help="weight of the synthetic data in the mix (default 1 with --feedback; 0 leaves it out)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="override a config value, e.g. --set model.embed_dim=96 (repeatable)")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs still written)")
@@ -351,6 +473,21 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.out:
         cfg["out"] = args.out
     apply_overrides(cfg, args.set)
+    if args.feedback or args.synthetic_weight is not None:
+        sources = training_sources(cfg, args.hf)
+        if args.synthetic_weight is not None:
+            sources = [s for s in sources if s["kind"] != "synthetic"]
+            sources.append({"kind": "synthetic", "weight": args.synthetic_weight})
+        for item in args.feedback:
+            path, weight = item, 1.0
+            head, sep, tail = item.rpartition("=")
+            if sep:
+                try:
+                    path, weight = head, float(tail)
+                except ValueError:
+                    pass  # an "=" that is part of the folder name
+            sources.append({"kind": "feedback", "path": path, "weight": weight})
+        cfg["sources"] = sources
     train(cfg, device=args.device, resume=args.resume, hf=args.hf, stop_after=args.stop_after,
           progress=not args.no_progress)
     return 0

@@ -18,7 +18,7 @@ EXPECTED_INPUTS = {
     "EVAF_FusionModelLoader": {"model", "hub_repo_id", "device", "precision", "keep_loaded"},
     "EVAF_Fuse": {"model", "ir", "vis", "tile"},
     "EVAF_FusionMetrics": {"fused", "ir", "vis", "convention", "metric", "label"},
-    "EVAF_PairFolderLoader": {"folder", "max_pairs", "width", "height"},
+    "EVAF_PairFolderLoader": {"folder", "max_pairs", "width", "height", "start"},
     "EVAF_RewardModelLoader": {"model", "device", "precision", "keep_loaded", "hub_repo_id"},
     "EVAF_Score": {"reward_model", "fused", "ir", "vis"},
     "EVAF_ArtifactHeatmap": {"reward_model", "fused", "ir", "vis", "opacity"},
@@ -28,6 +28,11 @@ EXPECTED_INPUTS = {
     "EVAF_GRPOStep": {"model", "reward_model", "ir", "vis", "mode", "steps", "group_size", "sigma", "lr", "beta",
                       "clip_eps", "fidelity", "heatmap_penalty", "crop", "superpixel_method", "seed", "regions"},
     "EVAF_SaveFusionModel": {"model", "name", "overwrite"},
+    "EVAF_RateFusion": {"fused", "ir", "vis", "thermal_retention", "texture_preservation", "artifacts", "sharpness",
+                        "overall", "annotator", "dataset", "mode", "artifact_mask", "model_name", "note"},
+    "EVAF_CompareFusions": {"fused_a", "fused_b", "ir", "vis", "preference", "annotator", "dataset", "mode",
+                            "reason", "model_a", "model_b"},
+    "EVAF_FeedbackStats": {"dataset"},
 }
 
 
