@@ -117,6 +117,8 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
         "to see the images, set the sliders and your name, queue again to record; then raise 'start' for the "
         "next pair. Ratings go to output/evafusion_feedback and train the reward model "
         "(evafusion train-reward --feedback).",
+        "node_size": (420, 560),
+        "row_height": 820,
         "nodes": {
             1: ("EVAF_PairFolderLoader", "Load one pair (raise start for the next)", {
                 "folder": "evafusion_demo_folder", "max_pairs": 1, "width": 0, "height": 0, "start": 0}),
@@ -197,6 +199,8 @@ def to_ui(spec: dict, object_info: dict) -> dict:
         srcs = [v[0] for v in inputs.values() if _is_link(v)]
         depth[nid] = 1 + max((depth[s] for s in srcs), default=-1)
     rows: dict[int, int] = {}
+    w, h = spec.get("node_size", (340, 200))
+    row_h = spec.get("row_height", 480)
     for order, (nid, (cls, title, inputs)) in enumerate(spec["nodes"].items()):
         node_def = object_info[cls]
         sockets, widgets = [], []
@@ -219,7 +223,7 @@ def to_ui(spec: dict, object_info: dict) -> dict:
         row = rows.get(depth[nid], 0)
         rows[depth[nid]] = row + 1
         nodes.append({
-            "id": nid, "type": cls, "pos": [60 + 400 * depth[nid], 60 + 480 * row], "size": [340, 200],
+            "id": nid, "type": cls, "pos": [60 + (w + 60) * depth[nid], 60 + row_h * row], "size": [w, h],
             "flags": {}, "order": order, "mode": 0, "inputs": sockets,
             "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
                         for i, (n, t) in enumerate(zip(node_def["output_name"], node_def["output"]))],
