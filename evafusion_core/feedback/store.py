@@ -260,11 +260,7 @@ class FeedbackStore:
                     )
                 m = _encode(mt.clamp(0, 1)[None], "artifact mask", 1)
         record = {
-            "kind": "rating",
-            "format": FORMAT,
-            "id": uuid.uuid4().hex,
-            "time": _now(),
-            "annotator": annotator,
+            **_header("rating", annotator),
             "item": _join(f.hash, a.hash, b.hash),
             "source": _join(a.hash, b.hash),
             "pair": pair,
@@ -300,11 +296,7 @@ class FeedbackStore:
         a, b = _encode(ir, "ir", 1), _encode(vis, "vis", 3)
         _same_size({"fused A": fa.size, "fused B": fb.size, "ir": a.size, "vis": b.size})
         record = {
-            "kind": "preference",
-            "format": FORMAT,
-            "id": uuid.uuid4().hex,
-            "time": _now(),
-            "annotator": annotator,
+            **_header("preference", annotator),
             "items": {"a": _join(fa.hash, a.hash, b.hash), "b": _join(fb.hash, a.hash, b.hash)},
             "source": _join(a.hash, b.hash),
             "pair": pair,
@@ -364,6 +356,11 @@ class FeedbackStore:
     def image(self, rel: str, grey: bool = False) -> torch.Tensor:
         """Load a stored image [C,H,W] by its path in a record."""
         return load_image(self.root / rel, grey=grey)
+
+
+def _header(kind: str, annotator: str) -> dict[str, Any]:
+    """The fields every record starts with."""
+    return {"kind": kind, "format": FORMAT, "id": uuid.uuid4().hex, "time": _now(), "annotator": annotator}
 
 
 def _same_size(sizes: dict[str, tuple[int, int]]) -> None:
