@@ -5,10 +5,10 @@
 1. A scripted annotator prefers thermal emphasis: for RoadScene pairs (a reward *training*
    set) it sees three versions of the `light` fusion, pulled towards the IR image
    (t = +1), as fused (t = 0) and pulled towards the visible image (t = -1), rates them
-   (Thermal Retention 2/3/5, Overall 2/3/4, Texture 4/3/3) and prefers the IR-leaning one
-   of each neighbouring pair. Everything is written through ``FeedbackStore``, the code
-   path of the Rate Fusion and Compare Fusions nodes.
-2. The bundled reward model is fine-tuned on that folder mixed 1:1 with synthetic data
+   (Thermal Retention and Overall 5/4/3, the rest 5, as the synthetic labels rate clean
+   fusions) and prefers the IR-leaning one of each neighbouring pair. Everything is written
+   through ``FeedbackStore``, the code path of the Rate Fusion and Compare Fusions nodes.
+2. The bundled reward model is fine-tuned on that folder mixed with synthetic data
    (``training/configs/reward_feedback.json``, the config users fine-tune with).
 3. Before and after, on held-out pairs (m3fd10 and fmb5: never used to train the reward
    model, `light`, or this feedback), it measures how the predicted Overall moves with t
@@ -43,8 +43,9 @@ from evafusion_core.reward.evaluate import evaluate_reward, synthetic_eval_set  
 DATA = ROOT.parent / "shared" / "data" / "ivif"
 LEVELS = (-1.0, 0.0, 1.0)
 PULL = 0.4  # how far t = +-1 moves the luma towards IR / visible
-#: The scripted annotator's scores per level: Thermal, Texture, Artifacts, Sharpness, Overall.
-SCRIPT = {-1.0: [2, 4, 4, 3, 2], 0.0: [3, 3, 4, 3, 3], 1.0: [5, 3, 4, 3, 4]}
+#: The scripted annotator's scores per level (Thermal, Texture, Artifacts, Sharpness, Overall). Like the
+#: synthetic labels it gives a clean fusion high marks; it only takes points off for weak thermal targets.
+SCRIPT = {-1.0: [3, 5, 5, 5, 3], 0.0: [4, 5, 5, 5, 4], 1.0: [5, 5, 5, 5, 5]}
 
 
 def variants(light, ir: torch.Tensor, vis: torch.Tensor) -> dict[float, torch.Tensor]:
@@ -97,6 +98,9 @@ def main() -> int:
     ap.add_argument("--every", type=int, default=3, help="use every Nth RoadScene pair for the feedback")
     ap.add_argument("--width", type=int, default=320, help="width the rated images are stored at")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--feedback-weight", type=float, default=0.5, help="feedback's share next to synthetic (1)")
+    ap.add_argument("--ranking", type=float, help="weight of the ranking loss (default: the config's)")
+    ap.add_argument("--lr", type=float, help="learning rate (default: the config's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = (ROOT / args.out).resolve()
@@ -126,8 +130,12 @@ def main() -> int:
     from evafusion_core.reward.train import train
 
     cfg = json.loads((ROOT / "training" / "configs" / "reward_feedback.json").read_text())
-    cfg["sources"].append({"kind": "feedback", "path": str(fb), "weight": 1.0})
+    cfg["sources"].append({"kind": "feedback", "path": str(fb), "weight": args.feedback_weight})
     cfg.update({"steps": args.steps, "threads": args.threads, "out": str(out / "reward")})
+    if args.lr:
+        cfg["lr"] = args.lr
+    if args.ranking is not None:
+        cfg["loss"]["ranking"] = args.ranking
     cache = ROOT / "runs" / "reward_small_ft" / "sources_224.pt"
     (out / "reward").mkdir(parents=True, exist_ok=True)
     if cache.is_file() and not (out / "reward" / cache.name).exists():
@@ -142,7 +150,8 @@ def main() -> int:
     samples, ladders, _ = synthetic_eval_set([DATA / "roadscene171", DATA / "msrs34"], size=224, progress=False)
     result = {"feedback": {"ratings": len(store.ratings()), "preferences": len(store.preferences()),
                            "pairs": len(train_pairs)},
-              "steps": args.steps, "train_seconds": round(train_sec),
+              "steps": args.steps, "feedback_weight": args.feedback_weight, "lr": cfg["lr"],
+              "ranking": cfg["loss"]["ranking"], "train_seconds": round(train_sec),
               "before": {"direction": direction(before_model, light, held),
                          "synthetic_plcc": synthetic_plcc(before_model, samples, ladders)},
               "after": {"direction": direction(after_model, light, held),
@@ -154,8 +163,9 @@ def main() -> int:
     b, a = result["before"], result["after"]
     lines = [
         f"Scripted feedback: {result['feedback']['ratings']} ratings, {result['feedback']['preferences']} "
-        f"preferences on {result['feedback']['pairs']} RoadScene pairs; fine-tune {args.steps} steps "
-        f"({train_sec:.0f} s).",
+        f"preferences on {result['feedback']['pairs']} RoadScene pairs; fine-tune {args.steps} steps, "
+        f"feedback weight {args.feedback_weight} next to synthetic 1, lr {cfg['lr']}, ranking weight "
+        f"{cfg['loss']['ranking']} ({train_sec:.0f} s).",
         "",
         "| held-out m3fd10+fmb5 | Overall t=-1 | t=0 | t=+1 | spread (+1 minus -1) | agreement |",
         "|---|---|---|---|---|---|",
