@@ -5,8 +5,8 @@
 1. A scripted annotator prefers thermal emphasis: for RoadScene pairs (a reward *training*
    set) it sees three versions of the `light` fusion, pulled towards the IR image
    (t = +1), as fused (t = 0) and pulled towards the visible image (t = -1), rates them
-   (Thermal Retention and Overall 5/4/3, the rest 5, as the synthetic labels rate clean
-   fusions) and prefers the IR-leaning one of each neighbouring pair. Everything is written
+   (Overall 5/4/3, Thermal Retention 5/5/4, the rest 5: the synthetic labels' view plus one
+   taste) and prefers the IR-leaning one of each neighbouring pair. Everything is written
    through ``FeedbackStore``, the code path of the Rate Fusion and Compare Fusions nodes.
 2. The bundled reward model is fine-tuned on that folder mixed with synthetic data
    (``training/configs/reward_feedback.json``, the config users fine-tune with).
@@ -43,9 +43,11 @@ from evafusion_core.reward.evaluate import evaluate_reward, synthetic_eval_set  
 DATA = ROOT.parent / "shared" / "data" / "ivif"
 LEVELS = (-1.0, 0.0, 1.0)
 PULL = 0.4  # how far t = +-1 moves the luma towards IR / visible
-#: The scripted annotator's scores per level (Thermal, Texture, Artifacts, Sharpness, Overall). Like the
-#: synthetic labels it gives a clean fusion high marks; it only takes points off for weak thermal targets.
-SCRIPT = {-1.0: [3, 5, 5, 5, 3], 0.0: [4, 5, 5, 5, 4], 1.0: [5, 5, 5, 5, 5]}
+#: The scripted annotator's scores per level (Thermal, Texture, Artifacts, Sharpness, Overall). It agrees
+#: with the synthetic labels wherever they speak (a clean fusion keeps full marks per dimension; pulling
+#: towards the visible image loses some thermal retention) and adds one taste: more thermal emphasis
+#: is better overall.
+SCRIPT = {-1.0: [4, 5, 5, 5, 3], 0.0: [5, 5, 5, 5, 4], 1.0: [5, 5, 5, 5, 5]}
 
 
 def variants(light, ir: torch.Tensor, vis: torch.Tensor) -> dict[float, torch.Tensor]:

@@ -29,6 +29,9 @@ def test_scripted_ratings_are_recorded(comfy_server, demo_inputs, tmp_path):
         api[RATE_A]["inputs"].update(thermal_retention=5, texture_preservation=4, artifacts=5, sharpness=4, overall=5)
         api[RATE_B]["inputs"].update(thermal_retention=2, texture_preservation=3, artifacts=4, sharpness=2, overall=2)
         api[COMPARE]["inputs"].update(preference="A is better", reason="hot targets stand out")
+        # An artifact mask from a core node, the way a painted Load Image mask arrives.
+        api["9"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 320, "height": 240}}
+        api[RATE_B]["inputs"]["artifact_mask"] = ["9", 0]
         outputs = run_prompt(comfy_server.url, api)
         assert outputs[RATE_A]["text"][0].startswith("Recorded version 1")
         assert len(outputs[RATE_A]["images"]) == 1  # IR | visible | fused preview
@@ -43,6 +46,10 @@ def test_scripted_ratings_are_recorded(comfy_server, demo_inputs, tmp_path):
     assert prefs[0]["reason"] == "hot targets stand out"
     for r in ratings:  # stored images are the fused outputs at the folder's size
         assert store.image(r["images"]["fused"]).shape == (3, 240, 320)
+        if r["model"] == "average":
+            assert store.image(r["mask"], grey=True).min() == 1.0
+        else:
+            assert r["mask"] is None
     stats = feedback_stats(store)
     assert stats["annotators"]["scripted"]["ratings"] == 4 and stats["preferences"]["latest"] == 2
     counts = export_feedback_hf(store, tmp_path / "hf", dev_fraction=0, test_fraction=0)
