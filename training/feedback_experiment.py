@@ -1,6 +1,6 @@
 """Does feedback teach the reward model? A scripted annotator, a short fine-tune, a before/after benchmark.
 
-    .venv/bin/python training/feedback_experiment.py [--steps 150] [--out runs/feedback_exp]
+    .venv/bin/python training/feedback_experiment.py --ranking 0 [--steps 100] [--out runs/feedback_exp]
 
 1. A scripted annotator prefers thermal emphasis: for RoadScene pairs (a reward *training*
    set) it sees three versions of the `light` fusion, pulled towards the IR image
@@ -96,11 +96,11 @@ def synthetic_plcc(model, samples, ladders) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/feedback_exp")
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--every", type=int, default=3, help="use every Nth RoadScene pair for the feedback")
     ap.add_argument("--width", type=int, default=320, help="width the rated images are stored at")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--feedback-weight", type=float, default=0.5, help="feedback's share next to synthetic (1)")
+    ap.add_argument("--feedback-weight", type=float, default=0.25, help="feedback's share next to synthetic (1)")
     ap.add_argument("--ranking", type=float, help="weight of the ranking loss (default: the config's)")
     ap.add_argument("--lr", type=float, help="learning rate (default: the config's)")
     args = ap.parse_args()
