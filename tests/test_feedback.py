@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_rating_round_trip_and_content_addressed_images(tmp_path):
     f, ir, vis = triple(0)
     mask = torch.zeros(24, 32)
     mask[4:10, 5:15] = 1
-    rec = store.add_rating(f, ir, vis, [5, 4, 3, 2, 4], annotator="ana", mask=mask, model="light", pair="p0")
+    rec = store.add_rating(f, ir, vis, [5, 4, 3, 2, 4], annotator="ana", mask=mask[None], model="light", pair="p0")
     assert rec["version"] == 1 and rec["item"] == item_hash(f, ir, vis)
     f2 = f.flip(-1)
     store.add_rating(f2, ir, vis, [3, 3, 3, 3, 3], annotator="ana")  # another fusion of the same sources
@@ -73,6 +74,7 @@ def test_rerating_is_a_new_version_and_unchanged_is_not_written(tmp_path):
         ({"scores": [3, 3, 3]}, "need 5 values"),
         ({"annotator": " "}, "annotator is empty"),
         ({"mask": torch.ones(10, 10)}, "artifact mask is 10x10 but the fused image is 32x24"),
+        ({"mask": torch.ones(24 * 32)}, "artifact mask: expected [H,W]"),
         ({"vis": torch.rand(3, 20, 32)}, "images differ in size"),
         ({"fused": torch.full((3, 24, 32), float("nan"))}, "fused: contains NaN"),
         ({"fused": torch.rand(2, 3, 24, 32)}, "fused: expected one image"),
@@ -82,7 +84,7 @@ def test_bad_input_is_refused_by_name_and_nothing_is_written(tmp_path, kwargs, m
     f, ir, vis = triple(2)
     args = {"fused": f, "ir": ir, "vis": vis, "scores": [3] * 5, "annotator": "ana", **kwargs}
     store = FeedbackStore(tmp_path)
-    with pytest.raises(FeedbackError, match=message.replace("(", r"\(")):
+    with pytest.raises(FeedbackError, match=re.escape(message)):
         store.add_rating(args.pop("fused"), args.pop("ir"), args.pop("vis"), args.pop("scores"), **args)
     assert not store.records_path.exists()
 

@@ -249,7 +249,8 @@ class FeedbackStore:
         m = None
         if mask is not None:
             mt = torch.as_tensor(mask).float()
-            mt = mt.reshape(mt.shape[-2:]) if mt.numel() == mt.shape[-1] * mt.shape[-2] else mt
+            if mt.ndim > 2 and all(n == 1 for n in mt.shape[:-2]):
+                mt = mt.reshape(mt.shape[-2:])  # [1,H,W] or [1,1,H,W]
             if mt.ndim != 2:
                 raise FeedbackError(f"artifact mask: expected [H,W], got shape {tuple(mt.shape)}")
             if bool((mt > 0).any()):
