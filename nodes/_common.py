@@ -14,6 +14,9 @@ import comfy.model_management as mm
 import folder_paths
 import torch
 from comfy.model_patcher import ModelPatcher
+from comfy_api.latest import io
+
+from ..evafusion_core.device import PRECISIONS, pick_dtype
 
 log = logging.getLogger("evafusion")
 
@@ -104,10 +107,24 @@ class ModelHandle:
             mm.soft_empty_cache()
 
 
+def loader_inputs(hub: bool = True, precision: bool = True) -> list:
+    """The widgets every model loader shares: Hub repo id, device, precision, keep-loaded."""
+    inputs = []
+    if hub:
+        inputs.append(io.String.Input("hub_repo_id", default="", optional=True,
+                                      tooltip="org/name on the Hugging Face Hub; overrides 'model' when set."))
+    inputs.append(io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
+                                 tooltip="auto follows ComfyUI's device choice."))
+    if precision:
+        inputs.append(io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
+                                     tooltip="fp16/bf16 need CUDA; auto picks bf16 where supported, fp32 on CPU."))
+    inputs.append(io.Boolean.Input("keep_loaded", default=True,
+                                   tooltip="Keep the model on the GPU between runs; off frees memory after each use."))
+    return inputs
+
+
 def load_handle(load, choice: str, hub_repo_id: str, device: str, precision: str, keep_loaded: bool) -> ModelHandle:
     """What every loader node does: resolve the choice (a Hub id wins), load on the CPU, wrap for ComfyUI."""
-    from ..evafusion_core.device import pick_dtype
-
     hub = hub_repo_id.strip()
     dev = pick_device(device)
     net = load(hub or resolve_model_path(choice))

@@ -9,12 +9,11 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..evafusion_core.device import PRECISIONS
 from ..evafusion_core.hub import bundled_names, load_fusion_model
 from ..evafusion_core.inference import check_pair_batch, fuse
 from ..evafusion_core.io import NORMALISATIONS, HighBitDepth, find_pairs, load_pair, resize_to
 from ..evafusion_core.models import BASELINES
-from ._common import ModelHandle, load_handle, model_choices, to_bchw, to_image
+from ._common import ModelHandle, load_handle, loader_inputs, model_choices, to_bchw, to_image
 
 FusionModel = io.Custom("FUSION_MODEL")
 CATEGORY = "EVAFusion"
@@ -119,14 +118,7 @@ class FusionModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model", options=model_choices(bundled_names("fusion") + list(BASELINES)),
                                default="light", tooltip="Bundled, baseline or models/evafusion/ entry."),
-                io.String.Input("hub_repo_id", default="", optional=True,
-                                tooltip="org/name on the Hugging Face Hub; overrides 'model' when set."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
-                               tooltip="auto follows ComfyUI's device choice."),
-                io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
-                               tooltip="fp16/bf16 need CUDA; auto picks bf16 where supported, fp32 on CPU."),
-                io.Boolean.Input("keep_loaded", default=True,
-                                 tooltip="Keep the model on the GPU between runs; off frees memory after each use."),
+                *loader_inputs(),
             ],
             outputs=[FusionModel.Output("fusion_model", display_name="model", tooltip="The loaded fusion network.")],
         )

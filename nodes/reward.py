@@ -6,14 +6,23 @@ import comfy.utils
 import torch
 from comfy_api.latest import io, ui
 
-from ..evafusion_core.device import PRECISIONS
 from ..evafusion_core.hub import bundled_names
 from ..evafusion_core.reward import DIMENSIONS, load_reward_model
 from ..evafusion_core.reward.evaluate import heatmap_overlay
-from ._common import ModelHandle, load_handle, model_choices, to_bchw, to_image, to_mask
+from ._common import ModelHandle, load_handle, loader_inputs, model_choices, to_bchw, to_image, to_mask
 
 RewardModelType = io.Custom("REWARD_MODEL")
 CATEGORY = "EVAFusion/reward"
+
+
+def _scoring_inputs() -> list:
+    """What Score and Artifact Heatmap both read: the model and a fused batch with its sources."""
+    return [
+        RewardModelType.Input("reward_model", tooltip="From Reward Model Loader."),
+        io.Image.Input("fused", tooltip="Fused batch [B,H,W,3]."),
+        io.Image.Input("ir", tooltip="Infrared sources (one image or one per fused image)."),
+        io.Image.Input("vis", tooltip="Visible sources (one image or one per fused image)."),
+    ]
 
 
 def _batched(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor):
@@ -62,14 +71,7 @@ class RewardModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model", options=model_choices(sorted(set(bundled_names("reward")) | {"small"})),
                                default="small", tooltip="Bundled reward model or a models/evafusion/ folder."),
-                io.String.Input("hub_repo_id", default="", optional=True,
-                                tooltip="org/name on the Hugging Face Hub; overrides 'model' when set."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
-                               tooltip="auto follows ComfyUI's device choice."),
-                io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
-                               tooltip="fp16/bf16 need CUDA; auto picks bf16 where supported, fp32 on CPU."),
-                io.Boolean.Input("keep_loaded", default=True,
-                                 tooltip="Keep the model on the GPU between runs; off frees memory after each use."),
+                *loader_inputs(),
             ],
             outputs=[RewardModelType.Output("reward_model", tooltip="The loaded reward model.")],
         )
@@ -90,10 +92,7 @@ class Score(io.ComfyNode):
             "texture preservation, artifacts (5 = none), sharpness and overall; the mean over the batch.",
             is_output_node=True,
             inputs=[
-                RewardModelType.Input("reward_model", tooltip="From Reward Model Loader."),
-                io.Image.Input("fused", tooltip="Fused batch [B,H,W,3]."),
-                io.Image.Input("ir", tooltip="Infrared sources (one image or one per fused image)."),
-                io.Image.Input("vis", tooltip="Visible sources (one image or one per fused image)."),
+                *_scoring_inputs(),
             ],
             outputs=[
                 io.Float.Output("thermal_retention", tooltip="Thermal Retention, 1-5 (batch mean)."),
@@ -131,10 +130,7 @@ class ArtifactHeatmap(io.ComfyNode):
             "colour overlay on the fused image (previewed on the node).",
             is_output_node=True,
             inputs=[
-                RewardModelType.Input("reward_model", tooltip="From Reward Model Loader."),
-                io.Image.Input("fused", tooltip="Fused batch [B,H,W,3]."),
-                io.Image.Input("ir", tooltip="Infrared sources (one image or one per fused image)."),
-                io.Image.Input("vis", tooltip="Visible sources (one image or one per fused image)."),
+                *_scoring_inputs(),
                 io.Float.Input("opacity", default=0.6, min=0.0, max=1.0, step=0.05, optional=True,
                                tooltip="How strongly the heatmap colours the overlay where artifacts are."),
             ],
