@@ -20,7 +20,7 @@ Every failure raises :class:`WorkflowError` with a message meant for the user.
 from .common import Progress, WorkflowError
 from .convert import apply_overrides, convert_to_api, is_api_format, load_workflow
 from .run import output_files, run_prompt, run_workflow
-from .server import ComfyServer, comfyui_path
+from .server import ComfyServer, comfyui_path, folder_args, isolated_folders
 
 __all__ = [
     "ComfyServer",
@@ -29,7 +29,9 @@ __all__ = [
     "apply_overrides",
     "comfyui_path",
     "convert_to_api",
+    "folder_args",
     "is_api_format",
+    "isolated_folders",
     "load_workflow",
     "output_files",
     "run_prompt",

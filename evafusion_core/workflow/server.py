@@ -123,6 +123,20 @@ def _output_dir_from_args(args: Sequence[str], comfy_dir: Path) -> Path:
 
 
 # ============================================================================================== server
+def isolated_folders(root: str | os.PathLike[str]) -> dict[str, Path]:
+    """Create ``input/``, ``output/``, ``temp/`` and ``user/`` under ``root`` for a server that should
+    touch nothing of the ComfyUI folder's own (tests, benchmarks); pass them on with :func:`folder_args`."""
+    folders = {name: Path(root) / name for name in ("input", "output", "temp", "user")}
+    for d in folders.values():
+        d.mkdir(parents=True, exist_ok=True)
+    return folders
+
+
+def folder_args(folders: Mapping[str, str | os.PathLike[str]]) -> list[str]:
+    """``{"input": DIR, ...}`` -> ``["--input-directory", DIR, ...]`` for :class:`ComfyServer`."""
+    return [arg for name, path in folders.items() for arg in (f"--{name}-directory", str(path))]
+
+
 class ComfyServer:
     """A ComfyUI server process on 127.0.0.1, as a context manager.
 

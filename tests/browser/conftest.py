@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from browser_driver import INSTALL_HINT, REPO, TIMINGS, BrowserDriver, missing_requirements, record_timing
 
-from evafusion_core.workflow import ComfyServer, WorkflowError, comfyui_path
+from evafusion_core.workflow import ComfyServer, WorkflowError, comfyui_path, folder_args, isolated_folders
 
 SHOTS_DIR = Path(os.environ.get("EVAF_SCREENSHOT_DIR") or REPO / "out" / "browser").resolve()
 REQUIRED = os.environ.get("EVAF_BROWSER_REQUIRED", "") not in ("", "0", "false", "no")
@@ -74,10 +74,7 @@ def browser_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     from evafusion_core.demo import write_comfy_inputs
 
-    root = tmp_path_factory.mktemp("comfy_browser")
-    dirs = {name: root / name for name in ("input", "output", "temp", "user")}
-    for d in dirs.values():
-        d.mkdir()
+    dirs = isolated_folders(tmp_path_factory.mktemp("comfy_browser"))
     write_comfy_inputs(dirs["input"])
     # tests/comfy/fixtures/reroute_primitive.json loads this one.
     Image.new("RGB", (64, 48), (40, 120, 200)).save(dirs["input"] / "evaf_input.png")
@@ -91,13 +88,7 @@ def browser_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def browser_server(browser_dirs: dict[str, Path]) -> Iterator[ComfyServer]:
     """A real ComfyUI server (CPU, ``--cache-none``) serving the installed frontend package."""
     server = ComfyServer(
-        [
-            "--cache-none",
-            "--input-directory", str(browser_dirs["input"]),
-            "--output-directory", str(browser_dirs["output"]),
-            "--temp-directory", str(browser_dirs["temp"]),
-            "--user-directory", str(browser_dirs["user"]),
-        ],
+        ["--cache-none", *folder_args(browser_dirs)],
         log_path=browser_dirs["output"].parent / "server.log",
     )
     t0 = time.monotonic()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from evafusion_core.workflow import ComfyServer, WorkflowError, comfyui_path
+from evafusion_core.workflow import ComfyServer, WorkflowError, comfyui_path, folder_args, isolated_folders
 
 INPUT_IMAGE = "evaf_input.png"
 INPUT_SIZE = (64, 48)  # width, height
@@ -40,10 +40,7 @@ def comfy_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Fresh input/output/temp/user folders for the test server, with a test image in input/."""
     from PIL import Image
 
-    root = tmp_path_factory.mktemp("comfy")
-    dirs = {name: root / name for name in ("input", "output", "temp", "user")}
-    for d in dirs.values():
-        d.mkdir()
+    dirs = isolated_folders(tmp_path_factory.mktemp("comfy"))
     w, h = INPUT_SIZE
     img = Image.new("RGB", (w, h))
     img.putdata([((x * 4) % 256, (y * 5) % 256, 128) for y in range(h) for x in range(w)])
@@ -55,13 +52,7 @@ def comfy_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def comfy_server(comfy_dir: Path, comfy_dirs: dict[str, Path]) -> Iterator[ComfyServer]:
     """A real ComfyUI server for the whole session (``--cache-none``, temporary folders)."""
     server = ComfyServer(
-        [
-            "--cache-none",
-            "--input-directory", str(comfy_dirs["input"]),
-            "--output-directory", str(comfy_dirs["output"]),
-            "--temp-directory", str(comfy_dirs["temp"]),
-            "--user-directory", str(comfy_dirs["user"]),
-        ],
+        ["--cache-none", *folder_args(comfy_dirs)],
         comfy_dir=comfy_dir,
         log_path=comfy_dirs["output"].parent / "server.log",
     )
