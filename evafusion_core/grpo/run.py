@@ -390,6 +390,13 @@ def run_training(cfg: RunConfig, *, resume: bool = False, base_dir: str | os.Pat
         atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
         save_training_plot(out / "plot.png", _read_jsonl(out / "log.jsonl"), _read_jsonl(out / "eval.jsonl"))
         log.info("%s after %d steps; final/ holds the %s", stopped, step, chosen)
+    if info.world > 1:
+        import torch.distributed as dist
+
+        # Leave together, with the group torn down: a rank that exits with gloo's threads still up can
+        # abort ("terminate called without an active exception") while rank 0 is still writing final/.
+        dist.barrier()
+        dist.destroy_process_group()
     return out
 
 
