@@ -238,8 +238,19 @@ def test_resume_is_equivalent_to_an_uninterrupted_run(demo_set, tmp_path):
 
 
 def test_two_process_ddp_smoke_run_on_gloo(demo_set, tmp_path):
+    """Two processes on a mix of synthetic data and a feedback folder (ratings and a preference)."""
+    from evafusion_core.feedback import FeedbackStore
+
+    store = FeedbackStore(tmp_path / "feedback")
+    for k in range(2):
+        f, ir, vis = torch.rand(3, 32, 40), torch.rand(1, 32, 40), torch.rand(3, 32, 40)
+        store.add_rating(f, ir, vis, [2 + k] * 5, annotator="ana")
+    store.add_preference(f, f.flip(-1), ir, vis, "A", annotator="ana")
     cfg = _tiny_cfg(demo_set, tmp_path / "ddp")
     cfg["steps"] = 2
+    cfg["sources"] = [{"kind": "synthetic", "weight": 1.0}, {"kind": "feedback", "path": str(store.root),
+                                                             "weight": 1.0}]
+    cfg["loss"]["ranking"] = 1.0
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(json.dumps(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -251,6 +262,7 @@ def test_two_process_ddp_smoke_run_on_gloo(demo_set, tmp_path):
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+    assert all(np.isfinite(r["ranking"]) for r in log)
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert state["step"] == 2
     assert load_reward_model(str(out / "final")).image_size == 64
