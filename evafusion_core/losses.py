@@ -55,6 +55,16 @@ class FusionLossWeights:
     intensity: float = 1.0
     gradient: float = 10.0
     ssim: float = 10.0
+    #: Intensity target: 0 follows the brighter source everywhere (the published recipe); 1 follows it only
+    #: on IR-salient pixels (hot targets) and the mean of the sources elsewhere, which keeps more of both.
+    salient_target: float = 0.0
+
+
+def ir_saliency(ir: torch.Tensor) -> torch.Tensor:
+    """Soft mask [B,1,H,W] of pixels hotter than their image: 0.5 at one standard deviation above the mean."""
+    mu = ir.mean(dim=(-2, -1), keepdim=True)
+    sd = ir.std(dim=(-2, -1), keepdim=True) + 1e-3
+    return torch.sigmoid(6.0 * ((ir - mu) / sd - 1.0))
 
 
 def fusion_loss(
@@ -62,7 +72,11 @@ def fusion_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Scalar loss for luma tensors [B,1,H,W] plus its parts (for logs)."""
     w = weights or FusionLossWeights()
-    intensity = F.l1_loss(fused, torch.maximum(ir, vis))
+    target = torch.maximum(ir, vis)
+    if w.salient_target:
+        keep = 1.0 - w.salient_target * (1.0 - ir_saliency(ir))
+        target = keep * target + (1.0 - keep) * (ir + vis) / 2
+    intensity = F.l1_loss(fused, target)
     gradient = F.l1_loss(sobel_magnitude(fused), torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis)))
     structure = (1 - ssim(fused, ir)).mean() / 2 + (1 - ssim(fused, vis)).mean() / 2
     total = w.intensity * intensity + w.gradient * gradient + w.ssim * structure
