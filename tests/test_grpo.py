@@ -275,6 +275,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_a_time_budget_stop_resumes_under_a_larger_budget(run_setup):
+    root, cfg = run_setup
+    out = f"out={json.dumps(str(root / 'budget'))}"
+    try:
+        run_training(run_config_from(cfg, [out, "max_minutes=1e-9"]))
+        first = json.loads((root / "budget" / "summary.json").read_text())
+        assert first["stopped"].startswith("time budget") and first["steps"] == 1
+        run_training(run_config_from(cfg, [out, "max_minutes=0"]), resume=True)
+    finally:
+        torch.set_num_threads(1)
+    second = json.loads((root / "budget" / "summary.json").read_text())
+    assert second["stopped"] == "finished" and second["steps"] == 4
+
+
 def test_ddp_two_processes_on_gloo(run_setup):
     root, _ = run_setup
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",

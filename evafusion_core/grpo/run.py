@@ -273,6 +273,9 @@ def run_training(cfg: RunConfig, *, resume: bool = False, base_dir: str | os.Pat
             log.warning("checkpoint was written by %d ranks, now %d: random streams restart", len(ranks), info.world)
         early = extra["early"]
         elapsed = float(extra.get("elapsed", 0.0))
+        if str(early.get("stopped") or "").startswith("time budget") and not (
+                cfg.max_minutes and elapsed >= cfg.max_minutes * 60):
+            early["stopped"] = None  # resumed with a larger time budget: carry on
         if info.main:
             _truncate_jsonl(out / "log.jsonl", trainer.step_count)
             _truncate_jsonl(out / "eval.jsonl", trainer.step_count)
