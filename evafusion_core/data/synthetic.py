@@ -508,10 +508,15 @@ def load_sources(
     return [p for p in pairs if wanted is None or p.key in wanted]
 
 
-def is_test_pair(key: str, test_fraction: float = 0.15, seed: int = 0) -> bool:
-    """Stable split by source pair: a hash of (seed, key), independent of which other pairs exist."""
+def stable_fraction(key: str, seed: int = 0) -> float:
+    """A number in [0, 1) fixed by (seed, key): splits by it never depend on which other keys exist."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64 < test_fraction
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def is_test_pair(key: str, test_fraction: float = 0.15, seed: int = 0) -> bool:
+    """Stable split by source pair (see :func:`stable_fraction`)."""
+    return stable_fraction(key, seed) < test_fraction
 
 
 def split_pairs(pairs: Sequence[SourcePair], test_fraction: float = 0.15, seed: int = 0):

@@ -8,7 +8,6 @@ Rows are split by source pair, so one scene never lands in two splits.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -16,18 +15,14 @@ from typing import Any
 
 import torch
 
+from ..data.synthetic import stable_fraction
 from ..io import resize_to
 from .store import DIMENSIONS, FeedbackError, FeedbackStore
 
 
-def _fraction(key: str, seed: int) -> float:
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
-
-
 def split_of(source: str, dev_fraction: float, test_fraction: float, seed: int = 0) -> str:
     """``train``, ``dev`` or ``test`` for a source pair: stable, and independent of the other pairs."""
-    u = _fraction(source, seed)
+    u = stable_fraction(source, seed)
     return "test" if u < test_fraction else "dev" if u < test_fraction + dev_fraction else "train"
 
 

@@ -16,9 +16,11 @@ from .store import DIMENSIONS, FeedbackStore
 
 
 def _pearson(a: list[float], b: list[float]) -> float | None:
-    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
-        return None  # undefined on fewer than three pairs or on a constant
-    return float(np.corrcoef(a, b)[0, 1])
+    """Pearson r for JSON: None on fewer than three pairs (two always give +-1) or on a constant."""
+    from ..reward.evaluate import plcc
+
+    r = plcc(a, b) if len(a) >= 3 else float("nan")
+    return None if np.isnan(r) else r
 
 
 def feedback_stats(store: FeedbackStore, skip_bad: bool = False) -> dict[str, Any]:

@@ -86,12 +86,15 @@ def _u8(t: torch.Tensor | np.ndarray, what: str, channels: int) -> np.ndarray:
     return to_uint8(t)
 
 
-def _png(a: np.ndarray) -> tuple[str, bytes]:
-    """(content hash, PNG bytes) of a uint8 image; the hash covers shape and pixels, not the encoder."""
-    h = hashlib.sha256(str(a.shape).encode() + a.tobytes()).hexdigest()[:20]
+def _content_hash(a: np.ndarray) -> str:
+    """Hash of a uint8 image's shape and pixels (not of its PNG bytes, which depend on the encoder)."""
+    return hashlib.sha256(str(a.shape).encode() + a.tobytes()).hexdigest()[:20]
+
+
+def _png(a: np.ndarray) -> bytes:
     buf = _io.BytesIO()
     Image.fromarray(a).save(buf, format="PNG")
-    return h, buf.getvalue()
+    return buf.getvalue()
 
 
 @dataclass
@@ -105,8 +108,7 @@ class _Encoded:
 
 def _encode(t: Any, what: str, channels: int) -> _Encoded:
     a = _u8(t, what, channels)
-    h, png = _png(a)
-    return _Encoded(h, png, (a.shape[0], a.shape[1]))
+    return _Encoded(_content_hash(a), _png(a), (a.shape[0], a.shape[1]))
 
 
 def _join(*hashes: str) -> str:
@@ -114,8 +116,10 @@ def _join(*hashes: str) -> str:
 
 
 def item_hash(fused: Any, ir: Any, vis: Any) -> str:
-    """The identity of a rated image: the fused image together with its two sources."""
-    return _join(_encode(fused, "fused", 3).hash, _encode(ir, "ir", 1).hash, _encode(vis, "vis", 3).hash)
+    """The identity of a rated image: the fused image together with its two sources (no PNG encoding, so
+    nodes can ask cheaply on every queue)."""
+    return _join(_content_hash(_u8(fused, "fused", 3)), _content_hash(_u8(ir, "ir", 1)),
+                 _content_hash(_u8(vis, "vis", 3)))
 
 
 def _scores(scores: Mapping[str, float] | Sequence[float]) -> dict[str, float]:
