@@ -132,6 +132,34 @@ def test_invisible_artifact_is_not_labelled_severe(sources):
     assert float(s["scores"][0]) > 4.9 and float(s["heatmap"].max()) < 0.05
 
 
+def test_whole_image_artifacts_are_a_source_alone(sources):
+    """Visible alone and IR alone are thermal / texture loss everywhere, labelled below the fusion."""
+    p = sources[0]
+    vis_alone = make_sample(p, "average", [ArtifactSpec("thermal_loss", 1.0, 3, whole=True)], colour=True)
+    assert torch.allclose(vis_alone["fused"], p.get("vis"), atol=1e-6)
+    ir_alone = make_sample(p, "average", [ArtifactSpec("texture_loss", 1.0, 3, whole=True)], colour=False)
+    assert torch.allclose(ir_alone["fused"], p.get("ir"), atol=1e-6)
+    clean = make_sample(p, "average", [], colour=True)
+    t, tx, o = DIMENSIONS.index("Thermal Retention"), DIMENSIONS.index("Texture Preservation"), -1
+    assert vis_alone["scores"][t] < 3 and ir_alone["scores"][tx] < 3
+    assert vis_alone["scores"][o] < clean["scores"][o] and ir_alone["scores"][o] < clean["scores"][o]
+    assert float(vis_alone["heatmap"].min()) > 0  # the whole image is marked, scaled by visibility
+    with pytest.raises(ValueError, match="halo"):
+        make_sample(p, "average", [ArtifactSpec("halo", 1.0, 3, whole=True)])
+
+
+def test_whole_fraction_draws_whole_image_samples_and_leaves_old_streams_alone(sources):
+    plain = SyntheticRewardData(sources, seed=2)
+    assert all(not s.whole for i in range(300) for s in plain.specs(i)[2])
+    data = SyntheticRewardData(sources, seed=2, config=SyntheticConfig(whole_fraction=0.3))
+    specs = [data.specs(i)[2] for i in range(1000)]
+    whole = [s[0] for s in specs if s and s[0].whole]
+    assert 0.25 < len(whole) / 1000 < 0.35
+    assert {s.name for s in whole} == {"thermal_loss", "texture_loss", "blur"}
+    assert all(len(s) == 1 and 0.5 <= s[0].strength <= 1.0 for s in specs if s and s[0].whole)
+    assert SyntheticConfig.from_dict({"whole_strength": [0.6, 0.9]}).whole_strength == (0.6, 0.9)
+
+
 def test_split_by_source_pair_has_no_overlap():
     keys = [f"set{k % 3}/img{k:04d}" for k in range(600)]
     pairs = [SourcePair(k, torch.zeros(1, 1, 1), torch.zeros(1, 1, 1), {"average": torch.zeros(1, 1, 1)}) for k in keys]

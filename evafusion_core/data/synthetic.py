@@ -165,9 +165,11 @@ def hot_mask(ir: torch.Tensor, g: np.random.Generator) -> torch.Tensor:
     return _soften(m, scale)
 
 
-def _region(name: str, ir: torch.Tensor, g: np.random.Generator, p_global: float = P_GLOBAL) -> torch.Tensor:
+def _region(name: str, ir: torch.Tensor, g: np.random.Generator, whole: bool = False) -> torch.Tensor:
     h, w = ir.shape[-2:]
-    if name in GLOBAL_OK and g.random() < p_global:
+    if whole:
+        return torch.ones(1, h, w)
+    if name in GLOBAL_OK and g.random() < P_GLOBAL:
         return torch.ones(1, h, w)
     if name in ("thermal_loss", "oversaturation") and g.random() < 0.85:
         return hot_mask(ir, g)
@@ -179,11 +181,14 @@ def _region(name: str, ir: torch.Tensor, g: np.random.Generator, p_global: float
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ArtifactSpec:
-    """One injected artifact. Mask and parameters depend only on ``seed``; ``strength`` (0..1] scales it."""
+    """One injected artifact. Mask and parameters depend only on ``seed``; ``strength`` (0..1] scales it.
+    ``whole`` covers the whole image (only for :data:`GLOBAL_OK` artifacts): the visible image alone is
+    thermal loss everywhere, the IR image alone texture loss everywhere."""
 
     name: str
     strength: float
     seed: int
+    whole: bool = False
 
 
 def _lerp(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -208,7 +213,7 @@ def _blockify(f: torch.Tensor, b: int) -> torch.Tensor:
     return F.interpolate(pooled, scale_factor=b, mode="nearest")[0][:, :h, :w]
 
 
-def _halo(f, ir, vis, s, g):
+def _halo(f, ir, vis, s, g, whole=False):
     h, w = f.shape[-2:]
     scale = _scale(h, w)
     hot = hot_mask(ir, g)
@@ -223,10 +228,10 @@ def _halo(f, ir, vis, s, g):
     return (f + sign * amp * ring).clamp(0, 1), ring, 1.0
 
 
-def _ghosting(f, ir, vis, s, g):
+def _ghosting(f, ir, vis, s, g, whole=False):
     h, w = f.shape[-2:]
     scale = _scale(h, w)
-    m = _region("ghosting", ir, g)
+    m = _region("ghosting", ir, g, whole)
     ang = g.uniform(0, 2 * math.pi)
     d = g.uniform(4, 10) * scale
     dy, dx = int(round(d * math.sin(ang))), int(round(d * math.cos(ang)))
@@ -237,14 +242,14 @@ def _ghosting(f, ir, vis, s, g):
     return _lerp(f, ghost, m), m, _visibility(0.5 * (shifted - f), m, 0.04)
 
 
-def _thermal_loss(f, ir, vis, s, g):
-    m = _region("thermal_loss", ir, g)
+def _thermal_loss(f, ir, vis, s, g, whole=False):
+    m = _region("thermal_loss", ir, g, whole)
     target = _as_channels(vis, f.shape[0]) if f.shape[0] == vis.shape[0] else _as_channels(luma(vis), f.shape[0])
     return _lerp(f, target, m * s), m, _visibility(target - f, m, 0.15)
 
 
-def _texture_loss(f, ir, vis, s, g):
-    m = _region("texture_loss", ir, g)
+def _texture_loss(f, ir, vis, s, g, whole=False):
+    m = _region("texture_loss", ir, g, whole)
     if f.shape[0] == 3 and vis.shape[0] == 3 and g.random() < 0.5:
         target = recolour(luma(ir).unsqueeze(0), vis.unsqueeze(0))[0]  # IR luma under the visible colour
     else:
@@ -252,17 +257,17 @@ def _texture_loss(f, ir, vis, s, g):
     return _lerp(f, target, m * s), m, _visibility(target - f, m, 0.15)
 
 
-def _oversaturation(f, ir, vis, s, g):
-    m = _region("oversaturation", ir, g)
+def _oversaturation(f, ir, vis, s, g, whole=False):
+    m = _region("oversaturation", ir, g, whole)
     bright = (f * (1 + 1.6 * s) + 0.25 * s).clamp(0, 1)
     full = (f * 2.6 + 0.25).clamp(0, 1)
     return _lerp(f, bright, m), m, _visibility(full - f, m, 0.15)
 
 
-def _noise(f, ir, vis, s, g):
+def _noise(f, ir, vis, s, g, whole=False):
     h, w = f.shape[-2:]
     scale = max(1.0, _scale(h, w))
-    m = _region("noise", ir, g)
+    m = _region("noise", ir, g, whole)
     sigma = 0.015 + 0.13 * s
     c = f.shape[0] if g.random() < 0.3 else 1
     lh, lw = max(1, int(round(h / scale))), max(1, int(round(w / scale)))
@@ -271,26 +276,26 @@ def _noise(f, ir, vis, s, g):
     return (f + m * sigma * n).clamp(0, 1), m, 1.0
 
 
-def _blur(f, ir, vis, s, g):
+def _blur(f, ir, vis, s, g, whole=False):
     h, w = f.shape[-2:]
-    m = _region("blur", ir, g)
+    m = _region("blur", ir, g, whole)
     vis_ = _visibility(gaussian_blur(f, 4.0 * _scale(h, w)) - f, m, 0.03)
     return _lerp(f, gaussian_blur(f, (0.6 + 3.4 * s) * _scale(h, w)), m), m, vis_
 
 
-def _blocking(f, ir, vis, s, g):
+def _blocking(f, ir, vis, s, g, whole=False):
     h, w = f.shape[-2:]
-    m = _region("blocking", ir, g)
+    m = _region("blocking", ir, g, whole)
     b = max(2, int(round((3 + 9 * s) * _scale(h, w))))
     a = 0.35 + 0.65 * s
     b_max = max(2, int(round(12 * _scale(h, w))))
     return _lerp(f, _blockify(f, b), m * a), m, _visibility(_blockify(f, b_max) - f, m, 0.03)
 
 
-def _stripes(f, ir, vis, s, g):
+def _stripes(f, ir, vis, s, g, whole=False):
     h, w = f.shape[-2:]
     scale = _scale(h, w)
-    m = _region("stripes", ir, g)
+    m = _region("stripes", ir, g, whole)
     vertical = g.random() < 0.5
     n = w if vertical else h
     period = g.uniform(3, 10) * scale
@@ -305,8 +310,8 @@ def _stripes(f, ir, vis, s, g):
     return (f + m * amp * pattern).clamp(0, 1), m, 1.0
 
 
-def _colour_cast(f, ir, vis, s, g):
-    m = _region("colour_cast", ir, g)
+def _colour_cast(f, ir, vis, s, g, whole=False):
+    m = _region("colour_cast", ir, g, whole)
     rgb = _as_channels(f, 3)
     ycc = rgb_to_ycbcr(rgb)
     ang = g.uniform(0, 2 * math.pi)
@@ -316,17 +321,17 @@ def _colour_cast(f, ir, vis, s, g):
     return _lerp(rgb, cast, m), m, 1.0
 
 
-def _contrast_loss(f, ir, vis, s, g):
+def _contrast_loss(f, ir, vis, s, g, whole=False):
     h, w = f.shape[-2:]
-    m = _region("contrast_loss", ir, g)
+    m = _region("contrast_loss", ir, g, whole)
     flat = gaussian_blur(f, 12 * _scale(h, w)) if g.random() < 0.5 else f.mean(dim=(-2, -1), keepdim=True)
     flat = flat.expand_as(f)
     return _lerp(f, flat, m * (0.15 + 0.7 * s)), m, _visibility(0.85 * (flat - f), m, 0.08)
 
 
-def _ringing(f, ir, vis, s, g):
+def _ringing(f, ir, vis, s, g, whole=False):
     h, w = f.shape[-2:]
-    m = _region("ringing", ir, g)
+    m = _region("ringing", ir, g, whole)
     detail = f - gaussian_blur(f, g.uniform(1.0, 2.5) * _scale(h, w))
     return (f + m * (0.6 + 4.4 * s) * detail).clamp(0, 1), m, _visibility(5.0 * detail, m, 0.08)
 
@@ -375,8 +380,12 @@ def apply_artifacts(
             raise ValueError(f"unknown artifact {spec.name!r}; known: {', '.join(ARTIFACTS)}")
         if not 0.0 < spec.strength <= 1.0:
             raise ValueError(f"artifact strength must be in (0, 1], got {spec.strength}")
+        if spec.whole and spec.name not in GLOBAL_OK:
+            raise ValueError(f"artifact {spec.name!r} cannot cover the whole image; those that can: "
+                             + ", ".join(sorted(GLOBAL_OK)))
         g = np.random.default_rng(spec.seed)
-        out, mask, visibility = _ARTIFACT_FNS[spec.name](out, ir.float(), vis.float(), float(spec.strength), g)
+        out, mask, visibility = _ARTIFACT_FNS[spec.name](out, ir.float(), vis.float(), float(spec.strength), g,
+                                                         whole=spec.whole)
         out = out.clamp(0, 1)
         heat = torch.maximum(heat, mask * (spec.strength * visibility))
         effects.append(Effect(spec.name, float(spec.strength), float(mask.mean()), float(visibility)))
@@ -539,11 +548,17 @@ class SyntheticConfig:
     #: Probability that a fused image is shown in colour (visible chroma) rather than grey.
     colour_prob: float = 0.6
     flip: bool = False
+    #: Fraction of samples that carry one whole-image artifact from ``whole_artifacts`` at a strength in
+    #: ``whole_strength``. With the defaults these are the visible image alone, the IR image alone and a
+    #: blurred fusion: images that look clean locally but are no fusion, which random regions rarely make.
+    whole_fraction: float = 0.0
+    whole_artifacts: tuple[str, ...] = ("thermal_loss", "texture_loss", "blur")
+    whole_strength: tuple[float, float] = (0.5, 1.0)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> SyntheticConfig:
         d = dict(d or {})
-        for k in ("count_probs", "strength_range", "artifacts"):
+        for k in ("count_probs", "strength_range", "artifacts", "whole_artifacts", "whole_strength"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -607,7 +622,10 @@ class SyntheticRewardData:
         colour = bool(g.random() < cfg.colour_prob)
         flip = bool(cfg.flip and g.random() < 0.5)
         specs: list[ArtifactSpec] = []
-        if g.random() >= cfg.clean_fraction:
+        if cfg.whole_fraction > 0 and g.random() < cfg.whole_fraction:  # drawn only when enabled: old streams stay
+            name = cfg.whole_artifacts[int(g.integers(len(cfg.whole_artifacts)))]
+            specs.append(ArtifactSpec(name, float(g.uniform(*cfg.whole_strength)), int(g.integers(2**31)), whole=True))
+        elif g.random() >= cfg.clean_fraction:
             probs = np.asarray(cfg.count_probs, dtype=float)
             n = 1 + int(g.choice(len(probs), p=probs / probs.sum()))
             names = g.choice(len(cfg.artifacts), size=n, replace=False)
