@@ -167,9 +167,7 @@ def hot_mask(ir: torch.Tensor, g: np.random.Generator) -> torch.Tensor:
 
 def _region(name: str, ir: torch.Tensor, g: np.random.Generator, whole: bool = False) -> torch.Tensor:
     h, w = ir.shape[-2:]
-    if whole:
-        return torch.ones(1, h, w)
-    if name in GLOBAL_OK and g.random() < P_GLOBAL:
+    if whole or (name in GLOBAL_OK and g.random() < P_GLOBAL):
         return torch.ones(1, h, w)
     if name in ("thermal_loss", "oversaturation") and g.random() < 0.85:
         return hot_mask(ir, g)
@@ -177,7 +175,8 @@ def _region(name: str, ir: torch.Tensor, g: np.random.Generator, whole: bool = F
 
 
 # --------------------------------------------------------------------------------------------
-# artifacts: each takes (fused, ir, vis, strength, rng) and returns (degraded, mask)
+# artifacts: each takes (fused, ir, vis, strength, rng, whole) and returns (degraded, mask, visibility);
+# ``whole`` asks for a whole-image mask, which halo (a ring around hot targets) has no use for
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ArtifactSpec:
