@@ -237,6 +237,21 @@ def test_resume_is_equivalent_to_an_uninterrupted_run(demo_set, tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
+def test_data_workers_give_the_same_run_as_the_main_process(demo_set, tmp_path):
+    """Batches built ahead in two DataLoader workers (a run resumed part-way, too) train the same weights."""
+    from safetensors.torch import load_file
+
+    from evafusion_core.reward.train import train
+
+    plain = train(_tiny_cfg(demo_set, tmp_path / "plain"), device="cpu", progress=False)
+    ahead = {**_tiny_cfg(demo_set, tmp_path / "ahead"), "workers": 2}
+    train(ahead, device="cpu", stop_after=1, progress=False)
+    train(ahead, device="cpu", resume=True, progress=False)
+    a = load_file(str(plain / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "ahead" / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_two_process_ddp_smoke_run_on_gloo(demo_set, tmp_path):
     """Two processes on a mix of synthetic data and a feedback folder (ratings and a preference)."""
     from evafusion_core.feedback import FeedbackStore

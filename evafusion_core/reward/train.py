@@ -15,7 +15,8 @@ plus MSE and BCE of the heatmap, plus a Bradley-Terry ranking loss on Overall fo
 pairwise preferences (``loss.ranking``, ``preference_batch`` pairs per step).
 AdamW with linear warm-up and a cosine decay. Every step is logged to ``<out>/log.jsonl``;
 checkpoints (weights, optimiser, scheduler, step, RNG) are atomic, and a batch depends
-only on (seed, step, rank), so ``--resume`` continues a killed run exactly. The final
+only on (seed, step, rank), so ``--resume`` continues a killed run exactly, and config ``workers``
+can build batches ahead in that many DataLoader processes (for a GPU). The final
 network is written with ``save_pretrained`` to ``<out>/final``.
 
 Processes: under ``torchrun`` (WORLD_SIZE > 1) each rank draws its own samples, gradients
@@ -186,6 +187,31 @@ class _MixedBatches:
         counts = np.random.default_rng([self.seed, step, rank, 2]).multinomial(batch_size, self.p)
         got = [b.batch(step, rank, int(n)) for (b, _), n in zip(self.parts, counts) if n > 0]
         return {k: torch.cat([g[k] for g in got]) for k in got[0]}
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Item ``step`` is that step's batch. A batch depends only on (seed, step, rank), so DataLoader
+    workers can build batches ahead of the training loop and a resumed run still sees the same ones."""
+
+    def __init__(self, batches: _MixedBatches, rank: int, batch_size: int) -> None:
+        self.batches, self.rank, self.batch_size = batches, rank, batch_size
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        return self.batches.batch(step, self.rank, self.batch_size)
+
+
+def _batch_stream(batches: _MixedBatches | None, rank: int, batch_size: int, start: int, end: int, workers: int,
+                  pin: bool):
+    """Batches for steps ``start..end-1`` in order: built in this process (``workers`` 0), or by that many
+    worker processes ahead of time, which keeps a GPU busy while the CPU makes synthetic samples."""
+    if batches is None:
+        return iter([None] * (end - start))
+    if workers <= 0:
+        return (batches.batch(s, rank, batch_size) for s in range(start, end))
+    from torch.utils.data import DataLoader
+
+    return iter(DataLoader(_StepBatches(batches, rank, batch_size), batch_size=None, sampler=range(start, end),
+                           num_workers=workers, pin_memory=pin, prefetch_factor=4))
 
 
 class _PreferencePairs:
@@ -386,10 +412,12 @@ def train(
     model.train()
     logf = open(out / "log.jsonl", "a") if rank == 0 else None  # closed in finally
     bar = tqdm(total=total, initial=step, desc="train reward", disable=rank != 0 or not progress)
+    stream = _batch_stream(batches, rank, bs, step, end, int(cfg.get("workers", 0)), dev.type == "cuda")
     try:
         while step < end:
             t0 = time.perf_counter()
-            b = {k: v.to(dev) for k, v in batches.batch(step, rank, bs).items()} if batches else None
+            b = next(stream)
+            b = {k: v.to(dev, non_blocking=True) for k, v in b.items()} if b else None
             pb = prefs.batch(step, rank, n_pref)
             t1 = time.perf_counter()
             # One forward over rated images and both sides of each preference (DDP allows one per step).
