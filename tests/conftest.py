@@ -18,6 +18,24 @@ def ivif() -> Path:
     return IVIF
 
 
+def _write_demo_pairs(root: Path, n: int, height: int = 48, width: int = 64) -> Path:
+    from evafusion_core.demo import make_demo_pair
+    from evafusion_core.io import save_image
+
+    for i in range(n):
+        ir, vis = make_demo_pair(height, width, seed=i)
+        save_image(ir, root / "ir" / f"p{i}.png")
+        save_image(vis, root / "vi" / f"p{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def write_demo_pairs():
+    """``write(root, n, height, width)``: n procedural pairs as ``root/ir/p{i}.png`` and ``root/vi/p{i}.png``,
+    the folder layout every pair loader reads; returns ``root``."""
+    return _write_demo_pairs
+
+
 @pytest.fixture
 def pair() -> tuple[torch.Tensor, torch.Tensor]:
     """A small procedural pair: IR [1,1,H,W] and colour visible [1,3,H,W]."""

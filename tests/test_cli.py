@@ -9,17 +9,11 @@ import pytest
 from PIL import Image
 
 from evafusion_core.cli import main
-from evafusion_core.demo import make_demo_pair
-from evafusion_core.io import save_image
 
 
 @pytest.fixture
-def pair_dirs(tmp_path):
-    for i in range(2):
-        ir, vis = make_demo_pair(64, 80, seed=i)
-        save_image(ir, tmp_path / "ir" / f"p{i}.png")
-        save_image(vis, tmp_path / "vi" / f"p{i}.png")
-    return tmp_path
+def pair_dirs(tmp_path, write_demo_pairs):
+    return write_demo_pairs(tmp_path, 2, 64, 80)
 
 
 def test_fuse_file_and_folder(pair_dirs, capsys):

@@ -116,17 +116,12 @@ def test_grpo_step_on_cuda_moves_the_policy(name, mode, big_pair):
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.reference.parameters()))
 
 
-def test_grpo_run_on_cuda_writes_a_loadable_model(tmp_path):
-    from evafusion_core.demo import make_demo_pair
+def test_grpo_run_on_cuda_writes_a_loadable_model(tmp_path, write_demo_pairs):
     from evafusion_core.grpo import run_config_from, run_training
     from evafusion_core.hub import load_fusion_model
-    from evafusion_core.io import save_image
     from evafusion_core.reward import create_reward_model
 
-    for i in range(4):
-        ir, vis = make_demo_pair(48, 64, seed=i)
-        save_image(ir, tmp_path / "data" / "ir" / f"p{i}.png")
-        save_image(vis, tmp_path / "data" / "vi" / f"p{i}.png")
+    write_demo_pairs(tmp_path / "data", 4)
     torch.manual_seed(0)
     create_reward_model("small", **TINY_REWARD).save_pretrained(tmp_path / "reward")
     cfg = {"data": [str(tmp_path / "data")], "val_count": 1, "model": "dcevo", "reward": str(tmp_path / "reward"),

@@ -210,16 +210,10 @@ def test_dcevo_single_step_on_a_tiny_crop(reward_model, small_pair):
 
 
 @pytest.fixture(scope="module")
-def run_setup(tmp_path_factory):
+def run_setup(tmp_path_factory, write_demo_pairs):
     """A six-pair dataset of 48x64 images, a saved tiny reward model and light network, a run config."""
-    from evafusion_core.demo import make_demo_pair
-    from evafusion_core.io import save_image
-
     root = tmp_path_factory.mktemp("grpo_run")
-    for i in range(6):
-        ir, vis = make_demo_pair(48, 64, seed=i)
-        save_image(ir, root / "data" / "ir" / f"p{i}.png")
-        save_image(vis, root / "data" / "vi" / f"p{i}.png")
+    write_demo_pairs(root / "data", 6)
     torch.manual_seed(0)
     create_reward_model("small", **TINY_REWARD).save_pretrained(root / "reward")
     create_model("light").save_pretrained(root / "light")
