@@ -252,8 +252,41 @@ def test_data_workers_give_the_same_run_as_the_main_process(demo_set, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_fit_to_budget_uses_the_pace_after_start_up():
+    from evafusion_core.reward.train import fit_to_budget
+
+    # Five slow start-up steps are ignored: 0.5 s per step, 95% of 100 s left -> 190 more steps.
+    assert fit_to_budget(100.0, [10.0] * 5 + [0.5] * 20, done=25) == 25 + 190
+    assert fit_to_budget(0.0, [1.0] * 30, done=30) == 31  # at least one more step
+
+
+def test_time_budget_fixes_the_step_count_and_a_resumed_run_keeps_it(demo_set, tmp_path, monkeypatch):
+    from evafusion_core.reward import train as train_mod
+
+    calls = []
+
+    def fitted(seconds_left, step_seconds, done):  # the pace on a shared CI machine is not ours to fix
+        calls.append((seconds_left, len(step_seconds), done))
+        return 30
+
+    monkeypatch.setattr(train_mod, "fit_to_budget", fitted)
+    cfg = {**_tiny_cfg(demo_set, tmp_path / "run"), "warmup": 20, "time_budget_s": 600.0, "checkpoint_every": 5}
+    del cfg["steps"]
+    with pytest.raises(ValueError, match="warm-up of at least 20"):
+        train_mod.train({**cfg, "warmup": 5}, device="cpu", progress=False)
+    train_mod.train(cfg, device="cpu", stop_after=25, progress=False)
+    assert len(calls) == 1 and calls[0][1:] == (20, 20) and 0 < calls[0][0] < 600  # sized once, after the warm-up
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["extra"]["total"] == 30
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 30
+    train_mod.train(cfg, device="cpu", resume=True, progress=False)
+    assert len(calls) == 1  # the resumed run kept the fitted count
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 31)) and (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
 def test_two_process_ddp_smoke_run_on_gloo(demo_set, tmp_path):
-    """Two processes on a mix of synthetic data and a feedback folder (ratings and a preference)."""
+    """Two processes on a mix of synthetic data and a feedback folder (ratings and a preference), with the
+    step count fitted to a time budget, on which the two ranks must agree."""
     from evafusion_core.feedback import FeedbackStore
 
     store = FeedbackStore(tmp_path / "feedback")
@@ -262,7 +295,8 @@ def test_two_process_ddp_smoke_run_on_gloo(demo_set, tmp_path):
         store.add_rating(f, ir, vis, [2 + k] * 5, annotator="ana")
     store.add_preference(f, f.flip(-1), ir, vis, "A", annotator="ana")
     cfg = _tiny_cfg(demo_set, tmp_path / "ddp")
-    cfg["steps"] = 2
+    del cfg["steps"]
+    cfg.update({"warmup": 20, "time_budget_s": 3.0, "checkpoint_every": 1000})
     cfg["sources"] = [{"kind": "synthetic", "weight": 1.0}, {"kind": "feedback", "path": str(store.root),
                                                              "weight": 1.0}]
     cfg["loss"]["ranking"] = 1.0
@@ -274,12 +308,14 @@ def test_two_process_ddp_smoke_run_on_gloo(demo_set, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = tmp_path / "ddp"
-    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["world_size"] == 2
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
-    assert all(np.isfinite(r["ranking"]) for r in log)
+    total = saved["steps"]
+    assert total > 20 and [r["step"] for r in log] == list(range(1, total + 1))
+    assert all(np.isfinite(r["loss"]) for r in log) and all(np.isfinite(r["ranking"]) for r in log)
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
-    assert state["step"] == 2
+    assert state["step"] == state["extra"]["total"] == total
     assert load_reward_model(str(out / "final")).image_size == 64
 
 

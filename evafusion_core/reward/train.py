@@ -16,7 +16,9 @@ pairwise preferences (``loss.ranking``, ``preference_batch`` pairs per step).
 AdamW with linear warm-up and a cosine decay. Every step is logged to ``<out>/log.jsonl``;
 checkpoints (weights, optimiser, scheduler, step, RNG) are atomic, and a batch depends
 only on (seed, step, rank), so ``--resume`` continues a killed run exactly, and config ``workers``
-can build batches ahead in that many DataLoader processes (for a GPU). The final
+can build batches ahead in that many DataLoader processes (for a GPU). ``time_budget_s``
+replaces ``steps``: the pace measured during the warm-up fixes the step count (kept in the
+checkpoint, so a resumed run keeps it), and the cosine schedule then ends on time. The final
 network is written with ``save_pretrained`` to ``<out>/final``.
 
 Processes: under ``torchrun`` (WORLD_SIZE > 1) each rank draws its own samples, gradients
@@ -200,18 +202,30 @@ class _StepBatches(torch.utils.data.Dataset):
         return self.batches.batch(step, self.rank, self.batch_size)
 
 
-def _batch_stream(batches: _MixedBatches | None, rank: int, batch_size: int, start: int, end: int, workers: int,
-                  pin: bool):
-    """Batches for steps ``start..end-1`` in order: built in this process (``workers`` 0), or by that many
-    worker processes ahead of time, which keeps a GPU busy while the CPU makes synthetic samples."""
+def _batch_stream(batches: _MixedBatches | None, rank: int, batch_size: int, start: int, workers: int, pin: bool):
+    """Batches for steps ``start, start + 1, ...`` in order, without end (a time budget may move the end):
+    built in this process (``workers`` 0), or by that many worker processes ahead of time, which keeps a
+    GPU busy while the CPU makes synthetic samples."""
+    import itertools
+
     if batches is None:
-        return iter([None] * (end - start))
+        return itertools.repeat(None)
     if workers <= 0:
-        return (batches.batch(s, rank, batch_size) for s in range(start, end))
+        return (batches.batch(s, rank, batch_size) for s in itertools.count(start))
     from torch.utils.data import DataLoader
 
-    return iter(DataLoader(_StepBatches(batches, rank, batch_size), batch_size=None, sampler=range(start, end),
+    return iter(DataLoader(_StepBatches(batches, rank, batch_size), batch_size=None, sampler=itertools.count(start),
                            num_workers=workers, pin_memory=pin, prefetch_factor=4))
+
+
+def fit_to_budget(seconds_left: float, step_seconds: list[float], done: int, reserve: float = 0.05) -> int:
+    """The total step count that ends a run within ``seconds_left``: the pace is the median step time
+    after the first five (worker start-up, kernel selection), and ``reserve`` of the time is kept for
+    validation and saving."""
+    import statistics
+
+    pace = statistics.median(step_seconds[5:] or step_seconds)
+    return done + max(1, int(seconds_left * (1 - reserve) / pace))
 
 
 class _PreferencePairs:
@@ -288,6 +302,20 @@ def _validate(model, val: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def _fitted_total(seconds_left: float, step_seconds: list[float], done: int, world: int) -> int:
+    """:func:`fit_to_budget`, agreed across DDP ranks (the slowest rank's pace)."""
+    total = fit_to_budget(seconds_left, step_seconds, done)
+    if world > 1:
+        import torch.distributed as dist
+
+        t = torch.tensor([-total], dtype=torch.float64)  # the smallest total: MAX of its negative (gloo and nccl)
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        total = int(-t.item())
+    return total
+
+
 def train(
     cfg: dict[str, Any],
     *,
@@ -340,16 +368,23 @@ def train(
     size = model.image_size
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.05),
                             betas=tuple(cfg.get("betas", (0.9, 0.999))))
-    total = int(cfg["steps"])
     warmup, min_ratio = int(cfg.get("warmup", 0)), float(cfg.get("min_lr_ratio", 0.05))
+    budget = float(cfg.get("time_budget_s") or 0)
+    if budget and warmup < 20:
+        raise ValueError("time_budget_s needs a warm-up of at least 20 steps: the pace is measured during the "
+                         "warm-up, whose learning rates do not depend on the step count")
+    # With a time budget the step count is fitted at the end of the warm-up; until then it is open.
+    total = 10**9 if budget else int(cfg["steps"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup, min_ratio))
     step = 0
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, model=model, optimizer=opt, scheduler=sched)
         step = int(state["step"])
+        total = int(state["extra"].get("total", total))
         if rank == 0:
             log.info("resumed from %s at step %d", ckpt_path, step)
+    sized = total < 10**9
 
     split = cfg.get("split", {"test_fraction": 0.15, "seed": 0})
     val: list[dict[str, Any]] = []
@@ -411,8 +446,9 @@ def train(
     every, val_every = int(cfg.get("checkpoint_every", 100)), int(cfg.get("val_every", 0))
     model.train()
     logf = open(out / "log.jsonl", "a") if rank == 0 else None  # closed in finally
-    bar = tqdm(total=total, initial=step, desc="train reward", disable=rank != 0 or not progress)
-    stream = _batch_stream(batches, rank, bs, step, end, int(cfg.get("workers", 0)), dev.type == "cuda")
+    bar = tqdm(total=total if sized else None, initial=step, desc="train reward", disable=rank != 0 or not progress)
+    stream = _batch_stream(batches, rank, bs, step, int(cfg.get("workers", 0)), dev.type == "cuda")
+    started, step_seconds = time.perf_counter(), []
     try:
         while step < end:
             t0 = time.perf_counter()
@@ -445,6 +481,16 @@ def train(
             opt.step()
             sched.step()
             step += 1
+            step_seconds.append(time.perf_counter() - t0)
+            if not sized and step >= warmup:
+                total, sized = _fitted_total(budget - (time.perf_counter() - started), step_seconds, step, world), True
+                end = min(total, stop_after) if stop_after else total
+                bar.total = total
+                bar.refresh()
+                if rank == 0:
+                    log.info("time budget %.0f s: %d steps in all", budget, total)
+                    (out / "config.json").write_text(json.dumps({**cfg, "hf": hf, "world_size": world, "steps": total},
+                                                                indent=2))
             if logf:
                 rec = {"step": step, "loss": loss.item(), **parts, "grad_norm": float(gnorm),
                        "lr": sched.get_last_lr()[0], "data_sec": t1 - t0, "sec": time.perf_counter() - t0}
@@ -457,12 +503,13 @@ def train(
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if rank == 0 and (step % every == 0 or step == end):
                 save_checkpoint(ckpt_path, model=model, optimizer=opt, scheduler=sched, step=step,
-                                extra={"config": cfg})
+                                extra={"config": cfg, **({"total": total} if sized else {})})
         if rank == 0 and step >= total:
             model.eval().cpu()
             model.save_pretrained(out / "final")
             log.info("wrote %s", out / "final")
     finally:
+        del stream  # stops the DataLoader workers, if any
         bar.close()
         if logf:
             logf.close()
@@ -478,6 +525,8 @@ def add_train_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="training config JSON")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     ap.add_argument("--steps", type=int, help="override the config's step count")
+    ap.add_argument("--time-budget", type=float, metavar="SECONDS",
+                    help="fit the step count to this many seconds of training (measured during the warm-up)")
     ap.add_argument("--stop-after", type=int, help="stop this run at this step (checkpointed; resume later)")
     ap.add_argument("--out", help="override the config's output folder")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
@@ -498,6 +547,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     cfg = json.loads(Path(args.config).read_text())
     if args.steps:
         cfg["steps"] = args.steps
+    if args.time_budget:
+        cfg["time_budget_s"] = args.time_budget
     if args.out:
         cfg["out"] = args.out
     apply_overrides(cfg, args.set)
