@@ -2,12 +2,14 @@
 
 A checkpoint holds weights, optimiser and scheduler state, the step, and every RNG
 state (torch, CUDA, plus caller extras such as Python's ``random``), so a resumed run
-continues exactly where a killed one stopped.
+continues exactly where a killed one stopped. A run's JSONL log is cut back to the
+checkpoint's step on resume, so the steps a killed run logged after it appear once.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -60,3 +62,18 @@ def load_checkpoint(
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSONL log (empty when the file does not exist yet)."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def truncate_jsonl(path: str | os.PathLike, step: int) -> None:
+    """Drop the records after ``step`` (those a killed run logged after its last checkpoint)."""
+    keep = [json.dumps(r) for r in read_jsonl(path) if r.get("step", 0) <= step]
+    if Path(path).exists():
+        atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())

@@ -24,7 +24,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..evafusion_core.grpo import MODES, GRPOConfig, GRPOTrainer, RegionConfig, plot_panels
-from ..evafusion_core.grpo.plot import image_to_tensor
+from ..evafusion_core.plot import image_to_tensor
 from ..evafusion_core.regions import SUPERPIXEL_METHODS, labels_from_mask_batch
 from ._common import MODEL_FOLDER, ModelHandle, to_bchw, to_image
 from .fusion import FusionModel

@@ -229,12 +229,33 @@ def test_resume_is_equivalent_to_an_uninterrupted_run(demo_set, tmp_path):
     part = _tiny_cfg(demo_set, tmp_path / "part")
     train(part, device="cpu", stop_after=2, progress=False)
     assert (tmp_path / "part" / "checkpoint.pt").is_file() and not (tmp_path / "part" / "final").exists()
+    with open(tmp_path / "part" / "log.jsonl", "a") as f:  # as if killed after logging step 3, before its checkpoint
+        f.write(json.dumps({"step": 3, "loss": -1.0}) + "\n")
     train(part, device="cpu", resume=True, progress=False)
     a = load_file(str(full / "final" / "model.safetensors"))
     b = load_file(str(tmp_path / "part" / "final" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    steps = [json.loads(line)["step"] for line in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4]
+    logged = [json.loads(line) for line in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4] and all(r["loss"] > 0 for r in logged)
+    from PIL import Image
+
+    with Image.open(tmp_path / "part" / "plot.png") as img:  # the training plot, redrawn at each checkpoint
+        assert img.format == "PNG" and img.width >= 360
+
+
+def test_reward_plot_panels_follow_the_log():
+    from evafusion_core.reward.train import reward_panels
+
+    recs = [{"step": i, "loss": 1.0 / i, "score_mse": 0.1, "heatmap_mse": 0.02, "heatmap_bce": 0.4, "lr": 1e-3}
+            for i in range(1, 5)]
+    val = {"plcc_tr": 0.5, "plcc_tp": 0.6, "plcc_ar": 0.7, "plcc_sh": 0.8, "plcc_ov": 0.9, "heat_cc": 0.7,
+           "heat_auc": 0.9}
+    recs[-1]["val"] = val
+    panels = reward_panels(recs)
+    assert panels["loss"]["total"] == ([1, 2, 3, 4], [1.0, 0.5, 1 / 3, 0.25])
+    assert panels["validation PLCC"]["Overall"] == ([4], [0.9]) and len(panels["validation PLCC"]) == 5
+    assert "ranking loss (preferences)" not in panels
+    assert "ranking loss (preferences)" in reward_panels([{**recs[0], "ranking": 0.7}])
 
 
 def test_data_workers_give_the_same_run_as_the_main_process(demo_set, tmp_path):

@@ -10,6 +10,7 @@ release's differentiable-reward (ReFL) recipe as a baseline.
 
 from __future__ import annotations
 
+from ..plot import plot_panels
 from .config import (
     MODES,
     EarlyStopConfig,
@@ -35,7 +36,7 @@ from .objectives import (
     region_rewards,
     weighted_score,
 )
-from .plot import plot_panels, save_training_plot, training_panels
+from .plot import save_training_plot, training_panels
 from .run import load_policy, run_training, time_one_step
 from .trainer import GRPOTrainer, make_region_fn
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, read_jsonl, save_checkpoint, truncate_jsonl
 from ..io import atomic_write_bytes, find_pairs, load_pair
 from .config import RunConfig, to_dict
 
@@ -187,19 +187,6 @@ def sample_batch(pairs, batch_size: int, crop: int, multiple: int, rng: random.R
     return torch.stack(irs), torch.stack(viss)
 
 
-def _truncate_jsonl(path: Path, step: int) -> None:
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 # ------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------
@@ -277,8 +264,8 @@ def run_training(cfg: RunConfig, *, resume: bool = False, base_dir: str | os.Pat
                 cfg.max_minutes and elapsed >= cfg.max_minutes * 60):
             early["stopped"] = None  # resumed with a larger time budget: carry on
         if info.main:
-            _truncate_jsonl(out / "log.jsonl", trainer.step_count)
-            _truncate_jsonl(out / "eval.jsonl", trainer.step_count)
+            truncate_jsonl(out / "log.jsonl", trainer.step_count)
+            truncate_jsonl(out / "eval.jsonl", trainer.step_count)
             log.info("resumed from %s at step %d", ckpt_path, trainer.step_count)
     elif info.world > 1:
         import torch.distributed as dist
@@ -329,7 +316,7 @@ def run_training(cfg: RunConfig, *, resume: bool = False, base_dir: str | os.Pat
             save_checkpoint(ckpt_path, model=policy, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
                             step=step, extra={"ranks": states, "early": early, "elapsed": elapsed,
                                               "world": info.world})
-            save_training_plot(out / "plot.png", _read_jsonl(out / "log.jsonl"), _read_jsonl(out / "eval.jsonl"))
+            save_training_plot(out / "plot.png", read_jsonl(out / "log.jsonl"), read_jsonl(out / "eval.jsonl"))
 
     if trainer.step_count == 0 and early["reference"] is None:
         evaluate(0)  # the reference's held-out numbers (and the step-0 "best")
@@ -372,7 +359,7 @@ def run_training(cfg: RunConfig, *, resume: bool = False, base_dir: str | os.Pat
     if stopped is None:
         stopped = "finished" if step >= cfg.steps else stopped
     need_eval = info.main and bool(val_pairs) and early["stopped"] is None and cfg.eval_every > 0 and not any(
-        e["step"] == step for e in _read_jsonl(out / "eval.jsonl"))
+        e["step"] == step for e in read_jsonl(out / "eval.jsonl"))
     if _broadcast(need_eval, info):
         evaluate(step)
     early["stopped"] = stopped
@@ -391,7 +378,7 @@ def run_training(cfg: RunConfig, *, resume: bool = False, base_dir: str | os.Pat
                    "reference_eval": early["reference"], "regions": trainer.region_desc, "world": info.world,
                    "minutes": elapsed / 60, "mode": g.mode}
         atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
-        save_training_plot(out / "plot.png", _read_jsonl(out / "log.jsonl"), _read_jsonl(out / "eval.jsonl"))
+        save_training_plot(out / "plot.png", read_jsonl(out / "log.jsonl"), read_jsonl(out / "eval.jsonl"))
         log.info("%s after %d steps; final/ holds the %s", stopped, step, chosen)
     if info.world > 1:
         import torch.distributed as dist

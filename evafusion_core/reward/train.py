@@ -18,7 +18,9 @@ checkpoints (weights, optimiser, scheduler, step, RNG) are atomic, and a batch d
 only on (seed, step, rank), so ``--resume`` continues a killed run exactly, and config ``workers``
 can build batches ahead in that many DataLoader processes (for a GPU). ``time_budget_s``
 replaces ``steps``: the pace measured during the warm-up fixes the step count (kept in the
-checkpoint, so a resumed run keeps it), and the cosine schedule then ends on time. The final
+checkpoint, so a resumed run keeps it), and the cosine schedule then ends on time.
+``<out>/plot.png`` (losses, learning rate, validation PLCC and heatmap scores) is redrawn at
+every checkpoint. The final
 network is written with ``save_pretrained`` to ``<out>/final``.
 
 Processes: under ``torchrun`` (WORLD_SIZE > 1) each rank draws its own samples, gradients
@@ -302,6 +304,41 @@ def _validate(model, val: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+_VAL_PLCC = {"plcc_tr": "Thermal", "plcc_tp": "Texture", "plcc_ar": "Artifacts", "plcc_sh": "Sharpness",
+             "plcc_ov": "Overall"}
+
+
+def reward_panels(records: list[dict]) -> dict[str, dict[str, tuple[list, list]]]:
+    """The panels of ``<out>/plot.png``: loss terms and learning rate per step, and each validation's
+    PLCC per dimension and heatmap CC / AUC-Judd (when the run validates)."""
+    steps = [r["step"] for r in records]
+    col = lambda k: [r.get(k, float("nan")) for r in records]  # noqa: E731
+    panels = {"loss": {"total": (steps, col("loss"))}, "score MSE (score/5)": {"mse": (steps, col("score_mse"))},
+              "heatmap MSE": {"mse": (steps, col("heatmap_mse"))}, "heatmap BCE": {"bce": (steps, col("heatmap_bce"))},
+              "learning rate": {"lr": (steps, col("lr"))}}
+    if any("ranking" in r for r in records):
+        panels["ranking loss (preferences)"] = {"bt": (steps, col("ranking"))}
+    vals = [r for r in records if "val" in r]
+    if vals:
+        vs = [r["step"] for r in vals]
+        panels["validation PLCC"] = {name: (vs, [r["val"][k] for r in vals]) for k, name in _VAL_PLCC.items()}
+        panels["validation heatmap"] = {m: (vs, [r["val"][k] for r in vals])
+                                        for k, m in (("heat_cc", "CC"), ("heat_auc", "AUC-Judd"))}
+    return panels
+
+
+def save_reward_plot(out: Path) -> None:
+    """Redraw ``<out>/plot.png`` from ``<out>/log.jsonl``."""
+    from ..checkpoint import read_jsonl
+    from ..plot import plot_panels, save_png
+
+    records = read_jsonl(out / "log.jsonl")
+    if records:
+        img = plot_panels(reward_panels(records), smooth=max(1, len(records) // 50),
+                          raw_panels=("validation PLCC", "validation heatmap"))
+        save_png(img, out / "plot.png")
+
+
 def _fitted_total(seconds_left: float, step_seconds: list[float], done: int, world: int) -> int:
     """:func:`fit_to_budget`, agreed across DDP ranks (the slowest rank's pace)."""
     total = fit_to_budget(seconds_left, step_seconds, done)
@@ -332,7 +369,7 @@ def train(
     """
     from tqdm import tqdm
 
-    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..checkpoint import load_checkpoint, save_checkpoint, truncate_jsonl
     from ..data.synthetic import SyntheticConfig, SyntheticRewardData, is_test_pair
     from ..device import pick_device
 
@@ -383,6 +420,7 @@ def train(
         step = int(state["step"])
         total = int(state["extra"].get("total", total))
         if rank == 0:
+            truncate_jsonl(out / "log.jsonl", step)
             log.info("resumed from %s at step %d", ckpt_path, step)
     sized = total < 10**9
 
@@ -504,6 +542,7 @@ def train(
             if rank == 0 and (step % every == 0 or step == end):
                 save_checkpoint(ckpt_path, model=model, optimizer=opt, scheduler=sched, step=step,
                                 extra={"config": cfg, **({"total": total} if sized else {})})
+                save_reward_plot(out)
         if rank == 0 and step >= total:
             model.eval().cpu()
             model.save_pretrained(out / "final")
