@@ -5,8 +5,9 @@
 Reads IR/visible pairs from the folders in the config (roadscene171 and msrs34
 only: the other sets stay held out), trains on random crops, logs every step to
 ``<out>/log.jsonl``, checkpoints atomically every ``checkpoint_every`` steps
-(weights, optimiser, RNG, step) so ``--resume`` continues a killed run, and writes
-the final network with ``save_pretrained`` to ``<out>/final``. Copy that folder to
+(weights, optimiser, RNG, step) so ``--resume`` continues a killed run (``--stop-after``
+stops one on purpose), redraws ``<out>/plot.png`` (loss terms and learning rate) at each
+checkpoint, and writes the final network with ``save_pretrained`` to ``<out>/final``. Copy that folder to
 ``evafusion_core/weights/fusion/light`` to ship it.
 """
 
@@ -26,11 +27,13 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evafusion_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from evafusion_core.checkpoint import load_checkpoint, read_jsonl, save_checkpoint, truncate_jsonl  # noqa: E402
 from evafusion_core.device import pick_device  # noqa: E402
 from evafusion_core.io import find_pairs, load_pair  # noqa: E402
 from evafusion_core.losses import FusionLossWeights, fusion_loss  # noqa: E402
 from evafusion_core.models import create_model  # noqa: E402
+from evafusion_core.overrides import apply_overrides  # noqa: E402
+from evafusion_core.plot import plot_panels, save_png  # noqa: E402
 
 log = logging.getLogger("train_light")
 
@@ -68,11 +71,21 @@ def sample_batch(pairs, batch_size: int, crop: int, rng: random.Random) -> tuple
     return torch.stack(irs), torch.stack(viss)
 
 
+def save_plot(out: Path) -> None:
+    """``<out>/plot.png``: each logged loss term and the learning rate against the step."""
+    records = read_jsonl(out / "log.jsonl")
+    steps = [r["step"] for r in records]
+    keys = [k for k in records[0] if k not in ("step", "sec")] if records else []
+    panels = {k: {k: (steps, [r.get(k, float("nan")) for r in records])} for k in keys}
+    save_png(plot_panels(panels, smooth=max(1, len(records) // 50)), out / "plot.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "training/configs/light.json"))
     ap.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     ap.add_argument("--steps", type=int, help="override the config's step count")
+    ap.add_argument("--stop-after", type=int, help="stop this run at this step (checkpointed; resume later)")
     ap.add_argument("--out", help="override the config's output folder")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
@@ -85,13 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg["steps"] = args.steps
     if args.out:
         cfg["out"] = args.out
-    for item in args.set:
-        key, _, value = item.partition("=")
-        *parents, leaf = key.split(".")
-        node = cfg
-        for k in parents:
-            node = node[k]
-        node[leaf] = json.loads(value)
+    apply_overrides(cfg, args.set)
     device = pick_device(args.device)
     out = (ROOT / cfg["out"]).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -109,13 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         state = load_checkpoint(ckpt_path, model=model, optimizer=opt, scheduler=sched)
         step = state["step"]
         rng.setstate(state["extra"]["py_rng"])
+        truncate_jsonl(out / "log.jsonl", step)
         log.info("resumed from %s at step %d", ckpt_path, step)
 
     pairs = load_dataset(cfg["data"])
     log.info("%d training pairs, %d parameters", len(pairs), model.num_parameters())
     model.train()
     with open(out / "log.jsonl", "a") as logf, tqdm(total=cfg["steps"], initial=step, desc="train light") as bar:
-        while step < cfg["steps"]:
+        end = min(cfg["steps"], args.stop_after or cfg["steps"])
+        while step < end:
             ir, vis = (t.to(device) for t in sample_batch(pairs, cfg["batch_size"], cfg["crop"], rng))
             t0 = time.perf_counter()
             loss, parts = fusion_loss(model(ir, vis), ir, vis, weights)
@@ -131,9 +140,13 @@ def main(argv: list[str] | None = None) -> int:
             logf.flush()
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % cfg["checkpoint_every"] == 0 or step == cfg["steps"]:
+            if step % cfg["checkpoint_every"] == 0 or step == end:
                 save_checkpoint(ckpt_path, model=model, optimizer=opt, scheduler=sched, step=step,
                                 extra={"py_rng": rng.getstate()})
+                save_plot(out)
+    if step < cfg["steps"]:
+        log.info("stopped at step %d of %d; continue with --resume", step, cfg["steps"])
+        return 0
     model.eval().cpu()
     model.save_pretrained(out / "final")
     log.info("wrote %s", out / "final")

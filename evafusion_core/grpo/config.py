@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..losses import FusionLossWeights
+from ..overrides import apply_overrides
 
 MODES = ("grpo", "global", "refl")
 
@@ -208,26 +209,6 @@ def _default_of(f: dataclasses.Field) -> Any:
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
         return f.default_factory()  # type: ignore[misc]
     return None
-
-
-def apply_overrides(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=JSON`` overrides (a bare word that is not JSON is taken as a string)."""
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {item!r} is not KEY=VALUE")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        *parents, leaf = key.split(".")
-        node = data
-        for k in parents:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {k} is not a section")
-        node[leaf] = value
-    return data
 
 
 def run_config_from(data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -48,23 +48,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "training" / "configs" / "reward_small.json"
 
 
-def apply_overrides(cfg: dict[str, Any], items: list[str]) -> dict[str, Any]:
-    """``key.sub=JSON`` overrides (a value that is not JSON is taken as a string)."""
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} is not KEY=VALUE")
-        *parents, leaf = key.split(".")
-        node = cfg
-        for k in parents:
-            node = node.setdefault(k, {})
-        try:
-            node[leaf] = json.loads(value)
-        except json.JSONDecodeError:
-            node[leaf] = value
-    return cfg
-
-
 def _resolve(path: str) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else (ROOT / p).resolve()
@@ -590,6 +573,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         cfg["time_budget_s"] = args.time_budget
     if args.out:
         cfg["out"] = args.out
+    from ..overrides import apply_overrides
+
     apply_overrides(cfg, args.set)
     if args.feedback or args.synthetic_weight is not None:
         sources = training_sources(cfg, args.hf)

@@ -1,0 +1,48 @@
+"""training/train_light.py: a tiny run, stopped and resumed, ends with the weights of one never stopped."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("train_light", REPO / "training" / "train_light.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, write_demo_pairs):
+    from safetensors.torch import load_file
+
+    from evafusion_core.hub import load_fusion_model
+
+    train_light = _script()
+    cfg = json.loads((REPO / "training" / "configs" / "light.json").read_text())
+    cfg.update({"data": [str(write_demo_pairs(tmp_path / "data", 3, 48, 64))], "steps": 4, "batch_size": 2,
+                "crop": 32, "checkpoint_every": 3})
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    base = ["--config", str(tmp_path / "cfg.json"), "--device", "cpu"]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert train_light.main([*base, "--out", str(tmp_path / "full")]) == 0
+        assert train_light.main([*base, "--out", str(tmp_path / "part"), "--stop-after", "3"]) == 0
+        assert not (tmp_path / "part" / "final").exists() and (tmp_path / "part" / "plot.png").is_file()
+        with open(tmp_path / "part" / "log.jsonl", "a") as f:  # as if killed after logging step 4
+            f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
+        assert train_light.main([*base, "--out", str(tmp_path / "part"), "--resume"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    logged = [json.loads(line) for line in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4] and all(r["loss"] > 0 for r in logged)
+    assert load_fusion_model(str(tmp_path / "part" / "final")).architecture == "light"
