@@ -273,6 +273,15 @@ def test_data_workers_give_the_same_run_as_the_main_process(demo_set, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_data_workers_default_to_none_on_cpu_and_some_on_a_gpu(monkeypatch):
+    from evafusion_core.reward.train import data_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert data_workers(None, torch.device("cpu")) == 0 and data_workers("auto", torch.device("cpu")) == 0
+    assert data_workers(None, torch.device("cuda")) == 8 and data_workers("auto", torch.device("cuda"), world=4) == 3
+    assert data_workers(3, torch.device("cpu")) == 3 and data_workers(-1, torch.device("cuda")) == 0
+
+
 def test_fit_to_budget_uses_the_pace_after_start_up():
     from evafusion_core.reward.train import fit_to_budget
 

@@ -15,8 +15,8 @@ plus MSE and BCE of the heatmap, plus a Bradley-Terry ranking loss on Overall fo
 pairwise preferences (``loss.ranking``, ``preference_batch`` pairs per step).
 AdamW with linear warm-up and a cosine decay. Every step is logged to ``<out>/log.jsonl``;
 checkpoints (weights, optimiser, scheduler, step, RNG) are atomic, and a batch depends
-only on (seed, step, rank), so ``--resume`` continues a killed run exactly, and config ``workers``
-can build batches ahead in that many DataLoader processes (for a GPU). ``time_budget_s``
+only on (seed, step, rank), so ``--resume`` continues a killed run exactly, and DataLoader
+workers (config ``workers``; by default none on the CPU, up to 8 on a GPU) build batches ahead. ``time_budget_s``
 replaces ``steps``: the pace measured during the warm-up fixes the step count (kept in the
 checkpoint, so a resumed run keeps it), and the cosine schedule then ends on time.
 ``<out>/plot.png`` (losses, learning rate, validation PLCC and heatmap scores) is redrawn at
@@ -201,6 +201,16 @@ def _batch_stream(batches: _MixedBatches | None, rank: int, batch_size: int, sta
 
     return iter(DataLoader(_StepBatches(batches, rank, batch_size), batch_size=None, sampler=itertools.count(start),
                            num_workers=workers, pin_memory=pin, prefetch_factor=4))
+
+
+def data_workers(setting: int | str | None, device: torch.device, world: int = 1) -> int:
+    """DataLoader workers per process: a number, or ``auto`` (the default): none on the CPU, where the
+    workers would only take cores from training, and up to 8 on a GPU, which otherwise waits for samples."""
+    if setting not in (None, "auto"):
+        return max(0, int(setting))
+    if device.type != "cuda":
+        return 0
+    return min(8, max(0, (os.cpu_count() or 1) // world - 1))
 
 
 def fit_to_budget(seconds_left: float, step_seconds: list[float], done: int, reserve: float = 0.05) -> int:
@@ -468,7 +478,7 @@ def train(
     model.train()
     logf = open(out / "log.jsonl", "a") if rank == 0 else None  # closed in finally
     bar = tqdm(total=total if sized else None, initial=step, desc="train reward", disable=rank != 0 or not progress)
-    stream = _batch_stream(batches, rank, bs, step, int(cfg.get("workers", 0)), dev.type == "cuda")
+    stream = _batch_stream(batches, rank, bs, step, data_workers(cfg.get("workers"), dev, world), dev.type == "cuda")
     started, step_seconds = time.perf_counter(), []
     try:
         while step < end:
