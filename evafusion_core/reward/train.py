@@ -203,6 +203,9 @@ def _batch_stream(batches: _MixedBatches | None, rank: int, batch_size: int, sta
                            num_workers=workers, pin_memory=pin, prefetch_factor=4))
 
 
+_OPEN = 10**9  # the step count of a time-budget run until its warm-up has measured the pace
+
+
 def data_workers(setting: int | str | None, device: torch.device, world: int = 1) -> int:
     """DataLoader workers per process: a number, or ``auto`` (the default): none on the CPU, where the
     workers would only take cores from training, and up to 8 on a GPU, which otherwise waits for samples."""
@@ -403,8 +406,7 @@ def train(
     if budget and warmup < 20:
         raise ValueError("time_budget_s needs a warm-up of at least 20 steps: the pace is measured during the "
                          "warm-up, whose learning rates do not depend on the step count")
-    # With a time budget the step count is fitted at the end of the warm-up; until then it is open.
-    total = 10**9 if budget else int(cfg["steps"])
+    total = _OPEN if budget else int(cfg["steps"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup, min_ratio))
     step = 0
     ckpt_path = out / "checkpoint.pt"
@@ -415,7 +417,7 @@ def train(
         if rank == 0:
             truncate_jsonl(out / "log.jsonl", step)
             log.info("resumed from %s at step %d", ckpt_path, step)
-    sized = total < 10**9
+    sized = total != _OPEN
 
     split = cfg.get("split", {"test_fraction": 0.15, "seed": 0})
     val: list[dict[str, Any]] = []
