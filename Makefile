@@ -3,7 +3,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 COMFY_STAMP := .cache/comfyui/.provisioned
 
-.PHONY: demo test lint bench eval comfyui train-light clean
+.PHONY: demo test lint bench gpu-check eval comfyui train-light clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -30,6 +30,13 @@ test: $(STAMP) comfyui
 
 bench: $(STAMP)
 	.venv/bin/evafusion bench --size 640x480 --models light,dcevo,average,laplacian --json out/bench.json
+
+# On a machine with CUDA: the GPU tests (skipped everywhere else), then GPU speed of fusion and of a GRPO step.
+gpu-check: $(STAMP)
+	$(PY) -m pytest -q tests/test_cuda.py
+	.venv/bin/evafusion bench --device cuda --models light,dcevo,laplacian --json out/bench_cuda.json
+	.venv/bin/evafusion grpo --time-step --device cuda --model light
+	.venv/bin/evafusion grpo --time-step --device cuda --model dcevo
 
 eval: $(STAMP)
 	for s in msrs34 m3fd10 fmb5 roadscene171; do \
