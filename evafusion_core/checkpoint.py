@@ -74,6 +74,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 def truncate_jsonl(path: str | os.PathLike, step: int) -> None:
     """Drop the records after ``step`` (those a killed run logged after its last checkpoint)."""
+    if not Path(path).exists():
+        return
     keep = [json.dumps(r) for r in read_jsonl(path) if r.get("step", 0) <= step]
-    if Path(path).exists():
-        atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .io import atomic_write_bytes
+
 Series = dict[str, tuple[Sequence[float], Sequence[float]]]
 
 _COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
@@ -96,8 +98,6 @@ def image_to_tensor(img: Image.Image) -> torch.Tensor:
 
 def save_png(img: Image.Image, path: str | os.PathLike) -> None:
     """Write atomically, so a viewer refreshing the file during training never sees half a PNG."""
-    from .io import atomic_write_bytes
-
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
