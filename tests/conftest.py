@@ -43,3 +43,12 @@ def pair() -> tuple[torch.Tensor, torch.Tensor]:
 
     ir, vis = make_demo_pair(96, 128, seed=1)
     return ir[None], vis[None]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny networks: on a shared 2-core machine OpenMP threads only wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

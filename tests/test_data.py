@@ -25,17 +25,11 @@ from evafusion_core.data.synthetic import (
     split_pairs,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _u8(t: torch.Tensor) -> torch.Tensor:
     return t.clamp(0, 1).mul(255).round().to(torch.uint8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -33,17 +33,10 @@ from evafusion_core.grpo import (
 from evafusion_core.models import create_model
 from evafusion_core.reward import create_reward_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_REWARD = dict(image_size=64, embed_dim=32, depth=1, num_heads=2, decoder_dim=16)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many tiny convolutions: on a shared 2-core machine OpenMP threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ from evafusion_core.regions import (
     superpixel_regions,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def assert_partition(labels: torch.Tensor | np.ndarray, shape: tuple[int, int]) -> None:
     lab = torch.as_tensor(labels)
@@ -36,15 +38,6 @@ def assert_partition(labels: torch.Tensor | np.ndarray, shape: tuple[int, int]) 
     masks = regions_to_masks(lab)
     assert masks.shape == (k, *shape)
     assert torch.equal(masks.sum(0), torch.ones(shape, dtype=torch.int64)), "every pixel in exactly one region"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors on a shared 2-core machine: OpenMP threads would only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

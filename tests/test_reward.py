@@ -21,17 +21,10 @@ from evafusion_core.reward import (
 )
 from evafusion_core.reward import evaluate as ev
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"backbone": "lcnet_050", "image_size": 64, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_dim": 16}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, and far faster than two when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_model(seed: int = 0) -> RewardModel:
