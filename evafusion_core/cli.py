@@ -45,8 +45,20 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     else:
         target = out / f"{ir_p.stem}.png" if out.is_dir() or not out.suffix else out
         jobs = [(ir_p.stem, ir_p, vis_p, target)]
-    for _stem, a, b, target in tqdm(jobs, desc="fusing", disable=len(jobs) < 2, unit="pair"):
-        ir, vis = load_pair(a, b, resize=args.resize, high_bit=_high_bit(args))
+    if args.skip_existing:
+        todo = [job for job in jobs if not job[3].exists()]
+        if len(todo) < len(jobs):
+            print(f"skipping {len(jobs) - len(todo)} pair(s) whose output already exists")
+        jobs = todo
+    failed: dict[str, str] = {}
+    for stem, a, b, target in tqdm(jobs, desc="fusing", disable=len(jobs) < 2, unit="pair"):
+        try:
+            ir, vis = load_pair(a, b, resize=args.resize, high_bit=_high_bit(args))
+        except EvaFusionError as exc:
+            if len(jobs) < 2:
+                raise
+            failed[stem] = str(exc)  # one bad pair in a folder of thousands should not stop the others
+            continue
         fused = fuse(model, ir[None], vis[None], tile=args.tile, dtype=dtype)[0]
         save_image(fused, target)
         if args.side_by_side:
@@ -55,7 +67,12 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         if len(jobs) < 2:
             print(f"wrote {target}")
     if len(jobs) > 1:
-        print(f"wrote {len(jobs)} fused images to {out}")
+        print(f"wrote {len(jobs) - len(failed)} fused images to {out}")
+    if failed:
+        print(f"error: {len(failed)} pair(s) skipped:", file=sys.stderr)
+        for stem, reason in failed.items():
+            print(f"  {stem}: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -349,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--resize", action="store_true", help="resize IR to the visible size instead of failing")
     p.add_argument("--side-by-side", action="store_true", help="also write IR | visible | fused as a PNG")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="leave pairs whose output already exists (to continue an interrupted folder run)")
     p.add_argument("--normalise", default="percentile", choices=("percentile", "minmax", "fixed"),
                    help="how 16-bit images are mapped to 0..1")
     p.add_argument("--low", type=float, default=0.5, help="lower percentile for --normalise percentile")

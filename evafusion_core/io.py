@@ -148,7 +148,8 @@ def load_pair(
         if not resize:
             raise PairError(
                 f"size mismatch: IR {ir_path} is {ir.shape[2]}x{ir.shape[1]} but visible {vis_path} is "
-                f"{vis.shape[2]}x{vis.shape[1]} (width x height); register the pair or pass resize=True"
+                f"{vis.shape[2]}x{vis.shape[1]} (width x height); register the pair, or resize IR to the visible "
+                "size (--resize on the command line, the resize switch on the node)"
             )
         ir = resize_to(ir, tuple(vis.shape[1:]))
     return ir, vis

@@ -39,6 +39,23 @@ def test_fuse_reports_bad_input_without_traceback(pair_dirs, capsys):
     assert not (pair_dirs / "x.png").exists()
 
 
+def test_fuse_folder_goes_past_bad_pairs_and_resumes(pair_dirs, capsys):
+    (pair_dirs / "ir" / "p2.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(pair_dirs / "vi" / "p2.png")
+    out = pair_dirs / "fused"
+    assert main(["fuse", "--ir", str(pair_dirs / "ir"), "--vis", str(pair_dirs / "vi"), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "1 pair(s) skipped" in captured.err and "p2: " in captured.err and "p2.png" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png"]
+    # an interrupted run continues: existing outputs are left as they are
+    (out / "p1.png").unlink()
+    Image.fromarray(np.full((4, 4), 7, np.uint8)).save(out / "p0.png")
+    before = (out / "p0.png").read_bytes()
+    main(["fuse", "--ir", str(pair_dirs / "ir"), "--vis", str(pair_dirs / "vi"), "--out", str(out), "--skip-existing"])
+    assert "skipping 1 pair(s)" in capsys.readouterr().out
+    assert (out / "p0.png").read_bytes() == before and Image.open(out / "p1.png").size == (80, 64)
+
+
 def test_metrics_json_shape(pair_dirs, capsys):
     main(["fuse", "--ir", str(pair_dirs / "ir"), "--vis", str(pair_dirs / "vi"), "--out", str(pair_dirs / "f")])
     js = pair_dirs / "m.json"
