@@ -55,7 +55,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         try:
             ir, vis = load_pair(a, b, resize=args.resize, high_bit=_high_bit(args))
         except EvaFusionError as exc:
-            if len(jobs) < 2:
+            if not ir_p.is_dir():
                 raise
             failed[stem] = str(exc)  # one bad pair in a folder of thousands should not stop the others
             continue
