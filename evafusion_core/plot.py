@@ -59,8 +59,8 @@ def plot_panels(panels: dict[str, Series], *, width: int = 360, height: int = 20
         ys_all = [y for _, ys in lines.values() for y in ys]
         x0, x1 = min(xs_all), max(xs_all)
         y0, y1 = min(ys_all), max(ys_all)
-        single_x = x1 == x0  # e.g. the first validation: one step, drawn in the middle and labelled once
-        if single_x:
+        single_x = x0 if x1 == x0 else None  # e.g. the first validation: drawn in the middle, labelled once
+        if single_x is not None:
             x0, x1 = x0 - 1, x1 + 1
         if y1 == y0:
             y0, y1 = y0 - 0.5 * (abs(y0) or 1) * 0.01, y1 + 0.5 * (abs(y1) or 1) * 0.01
@@ -74,8 +74,8 @@ def plot_panels(panels: dict[str, Series], *, width: int = 360, height: int = 20
 
         draw.text((ox + 2, top - 2), f"{y1:.4g}", fill=(90, 90, 90))
         draw.text((ox + 2, bottom - 10), f"{y0:.4g}", fill=(90, 90, 90))
-        if single_x:
-            draw.text(((left + right) // 2 - 10, bottom + 4), f"{x0 + 1:g}", fill=(90, 90, 90))
+        if single_x is not None:
+            draw.text(((left + right) // 2 - 10, bottom + 4), f"{single_x:g}", fill=(90, 90, 90))
         else:
             draw.text((left, bottom + 4), f"{x0:g}", fill=(90, 90, 90))
             draw.text((right - 40, bottom + 4), f"{x1:g}", fill=(90, 90, 90))
