@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import comfy.utils
@@ -9,11 +10,14 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..evafusion_core.errors import EvaFusionError
 from ..evafusion_core.hub import bundled_names, load_fusion_model
 from ..evafusion_core.inference import check_pair_batch, fuse
 from ..evafusion_core.io import NORMALISATIONS, HighBitDepth, find_pairs, load_pair, resize_to
 from ..evafusion_core.models import BASELINES
 from ._common import ModelHandle, load_handle, loader_inputs, model_choices, to_bchw, to_image
+
+log = logging.getLogger(__name__)
 
 FusionModel = io.Custom("FUSION_MODEL")
 CATEGORY = "EVAFusion"
@@ -177,6 +181,9 @@ class PairFolderLoader(io.ComfyNode):
                 io.Int.Input("start", default=0, min=0, max=100000, optional=True,
                              tooltip="First pair to load (0-based, in name order); with max_pairs 1 it steps "
                              "through the folder one pair at a time, e.g. for rating."),
+                io.Boolean.Input("skip_unreadable", default=False, optional=True,
+                                 tooltip="Off: stop at the first missing, corrupt or NaN file, naming it. On: "
+                                 "leave such pairs out, list them in the log, and go on with the rest."),
             ],
             outputs=[
                 io.Image.Output("ir"),
@@ -199,7 +206,7 @@ class PairFolderLoader(io.ComfyNode):
         return p if p.is_absolute() else Path(folder_paths.get_input_directory()) / p
 
     @classmethod
-    def execute(cls, folder, max_pairs, width, height, start=0):
+    def execute(cls, folder, max_pairs, width, height, start=0, skip_unreadable=False):
         root = cls._root(folder)
         pairs = find_pairs(root / "ir", root / "vi")
         if start >= len(pairs):
@@ -207,16 +214,27 @@ class PairFolderLoader(io.ComfyNode):
                              f"numbered 0 to {len(pairs) - 1})")
         pairs = pairs[start : start + max_pairs] if max_pairs else pairs[start:]
         bar = comfy.utils.ProgressBar(len(pairs))
-        irs, viss = [], []
+        irs, viss, names, skipped = [], [], [], []
         size = None
-        for _, (a, b) in pairs:
-            ir, vis = load_pair(a, b, resize=True)
+        for stem, (a, b) in pairs:
+            bar.update(1)
+            try:
+                ir, vis = load_pair(a, b, resize=True)
+            except EvaFusionError as exc:
+                if not skip_unreadable:
+                    raise
+                skipped.append(f"{stem}: {exc}")
+                continue
             size = size or ((height, width) if width and height else tuple(vis.shape[-2:]))
             irs.append(resize_to(ir, size))
             viss.append(resize_to(vis.expand(3, -1, -1), size))
-            bar.update(1)
-        names = "\n".join(stem for stem, _ in pairs)
-        return io.NodeOutput(to_image(torch.stack(irs)), to_image(torch.stack(viss)), names)
+            names.append(stem)
+        listing = "\n  ".join(skipped)
+        if skipped:
+            log.warning("Load IR/VIS Folder: left out %d unreadable pair(s):\n  %s", len(skipped), listing)
+        if not irs:
+            raise ValueError(f"{root}: none of the {len(pairs)} selected pairs could be read:\n  {listing}")
+        return io.NodeOutput(to_image(torch.stack(irs)), to_image(torch.stack(viss)), "\n".join(names))
 
 
 NODES = [LoadIRVisPair, IRVisFromImages, FusionModelLoader, Fuse, PairFolderLoader]

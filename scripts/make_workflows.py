@@ -24,6 +24,8 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # Each node: id -> (class_type, title, {input: value or (source_id, output_slot)})
 PAIR = {"ir_image": "evafusion_demo_ir.png", "vis_image": "evafusion_demo_vis.png", "ir_path": "", "vis_path": "",
         "normalise": "percentile", "resize": False}
+FOLDER = {"folder": "evafusion_demo_folder", "max_pairs": 0, "width": 0, "height": 0, "start": 0,
+          "skip_unreadable": False}
 LOADER = {"hub_repo_id": "", "device": "auto", "precision": "auto", "keep_loaded": True}
 FEEDBACK = {"annotator": "", "dataset": "evafusion_feedback", "mode": "preview first"}
 RATING = {"thermal_retention": 3, "texture_preservation": 3, "artifacts": 3, "sharpness": 3, "overall": 3,
@@ -66,8 +68,7 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
     "fuse_folder": {
         "description": "Fuse every pair in a folder with ir/ and vi/ subfolders (batch processing).",
         "nodes": {
-            1: ("EVAF_PairFolderLoader", "Load IR/VIS Folder", {"folder": "evafusion_demo_folder", "max_pairs": 0,
-                                                                "width": 0, "height": 0, "start": 0}),
+            1: ("EVAF_PairFolderLoader", "Load IR/VIS Folder", FOLDER),
             2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **LOADER}),
             3: ("EVAF_Fuse", "Fuse IR + VIS", {"model": (2, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
             4: ("SaveImage", "Save fused", {"images": (3, 0), "filename_prefix": "evafusion/folder"}),
@@ -99,8 +100,7 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
         "description": "Fine-tune light with GRPO against the reward model on a folder of pairs, save it, "
         "and fuse with the result.",
         "nodes": {
-            1: ("EVAF_PairFolderLoader", "Load IR/VIS Folder", {"folder": "evafusion_demo_folder", "max_pairs": 0,
-                                                                "width": 0, "height": 0, "start": 0}),
+            1: ("EVAF_PairFolderLoader", "Load IR/VIS Folder", FOLDER),
             2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **LOADER}),
             3: ("EVAF_RewardModelLoader", "Reward Model Loader", {"model": "small", **LOADER}),
             4: ("EVAF_GRPOStep", "GRPO Step", {"model": (2, 0), "reward_model": (3, 0), "ir": (1, 0), "vis": (1, 1),
@@ -120,8 +120,7 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
         "node_size": (420, 560),
         "row_height": 820,
         "nodes": {
-            1: ("EVAF_PairFolderLoader", "Load one pair (raise start for the next)", {
-                "folder": "evafusion_demo_folder", "max_pairs": 1, "width": 0, "height": 0, "start": 0}),
+            1: ("EVAF_PairFolderLoader", "Load one pair (raise start for the next)", {**FOLDER, "max_pairs": 1}),
             2: ("EVAF_FusionModelLoader", "Model A: light", {"model": "light", **LOADER}),
             3: ("EVAF_FusionModelLoader", "Model B: average", {"model": "average", **LOADER}),
             4: ("EVAF_Fuse", "Fuse with A", {"model": (2, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),

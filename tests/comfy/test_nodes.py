@@ -18,7 +18,7 @@ EXPECTED_INPUTS = {
     "EVAF_FusionModelLoader": {"model", "hub_repo_id", "device", "precision", "keep_loaded"},
     "EVAF_Fuse": {"model", "ir", "vis", "tile"},
     "EVAF_FusionMetrics": {"fused", "ir", "vis", "convention", "metric", "label"},
-    "EVAF_PairFolderLoader": {"folder", "max_pairs", "width", "height", "start"},
+    "EVAF_PairFolderLoader": {"folder", "max_pairs", "width", "height", "start", "skip_unreadable"},
     "EVAF_RewardModelLoader": {"model", "device", "precision", "keep_loaded", "hub_repo_id"},
     "EVAF_Score": {"reward_model", "fused", "ir", "vis"},
     "EVAF_ArtifactHeatmap": {"reward_model", "fused", "ir", "vis", "opacity"},
@@ -96,6 +96,26 @@ def test_fuse_folder_workflow(comfy_server, demo_inputs):
     files = run_workflow(WORKFLOWS_DIR / "fuse_folder.json", server_url=comfy_server.url)
     assert len(files) == 2
     assert all(Image.open(f).size == (320, 240) for f in files)
+
+
+def test_folder_loader_stops_at_a_corrupt_pair_or_skips_it(comfy_server, demo_inputs):
+    import shutil
+
+    folder = demo_inputs / "folder_with_bad_pair"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(demo_inputs / "evafusion_demo_folder", folder)
+    (folder / "ir" / "bad.png").write_bytes(b"not a png")
+    shutil.copy(folder / "vi" / "demo1.png", folder / "vi" / "bad.png")
+    api = json.loads((WORKFLOWS_DIR / "api" / "fuse_folder.json").read_text())
+    api["1"]["inputs"]["folder"] = folder.name
+    api["4"]["inputs"]["filename_prefix"] = "evafusion/skip_test"
+
+    with pytest.raises(WorkflowError, match=r"bad\.png"):
+        run_prompt(comfy_server.url, api)
+
+    api["1"]["inputs"]["skip_unreadable"] = True
+    outputs = run_prompt(comfy_server.url, api)
+    assert len(outputs["4"]["images"]) == 2  # demo1 and demo2; the corrupt pair is left out
 
 
 def _prompt(**pair_overrides) -> dict:
