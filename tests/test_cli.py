@@ -81,5 +81,5 @@ def test_bench_prints_and_writes_json(tmp_path, capsys):
     assert main(["bench", "--size", "64x48", "--models", "light,average", "--repeats", "2", "--json", str(js)]) == 0
     data = json.loads(js.read_text())
     assert set(data["models"]) == {"light", "average"}
-    assert data["models"]["light"]["parameters"] == 17182 and data["models"]["light"]["median_ms"] > 0
+    assert data["models"]["light"]["parameters"] == 86166 and data["models"]["light"]["median_ms"] > 0
     assert data["cpu_cores"] >= 1 and "median_ms" in capsys.readouterr().out
