@@ -2,16 +2,16 @@
 
 Instead of pushing 64-channel features through the full image like DCEvo (~6 MFLOP
 per pixel), it predicts *how to mix* the two sources. Each input is split into a
-smooth base layer and a detail layer (x minus a box blur); a tiny CNN looks at a
-quarter-resolution summary of both and predicts, per pixel,
+smooth base layer and a detail layer (x minus a box blur); a small CNN looks at a
+low-resolution summary of both (1/``scale`` of each side) and predicts, per pixel,
 
 * ``w``  - how much of the IR base to take (the rest comes from the visible base),
 * ``gi``, ``gv`` - gains (0..2) on the IR and visible detail layers,
 
 refined by a two-layer full-resolution path so that choices follow edges. The fused
-luma is ``w * base_ir + (1 - w) * base_vis + gi * det_ir + gv * det_vis``. The context
-CNN runs at 1/``scale`` resolution, so a 640x480 pair costs about 1 GFLOP with the
-shipped widths (the defaults below), most of it in the low-resolution context.
+luma is ``w * base_ir + (1 - w) * base_vis + gi * det_ir + gv * det_vis``. With the
+shipped widths (the defaults below) a 640x480 pair costs about 1 GFLOP, most of it in
+the low-resolution context CNN.
 """
 
 from __future__ import annotations
