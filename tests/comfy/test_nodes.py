@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +100,6 @@ def test_fuse_folder_workflow(comfy_server, demo_inputs):
 
 
 def test_folder_loader_stops_at_a_corrupt_pair_or_skips_it(comfy_server, demo_inputs):
-    import shutil
-
     folder = demo_inputs / "folder_with_bad_pair"
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(demo_inputs / "evafusion_demo_folder", folder)
