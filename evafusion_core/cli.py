@@ -414,9 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval-reward", help="evaluate a reward model on held-out synthetic artifacts or an HF folder")
     p.add_argument("--data", required=True, nargs="+",
                    help="IVIF set folders (ir/, vi/, fused/<Method>/) or one human-feedback (HF datasets) folder")
-    p.add_argument("--model", default="small")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", default="out/eval_reward")
+    p.add_argument("--model", default="small", help="reward model: bundled name, local folder or Hub repo id")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--out", default="out/eval_reward",
+                   help="where reward_eval.json, reward_eval.md (with errors by artifact) and example overlays go")
     p.add_argument("--split", default="test", choices=("test", "all"),
                    help="test: the source pairs training held out; all: every pair (sets never trained on)")
     p.add_argument("--test-fraction", type=float, default=0.15, help="as in the training config's split")

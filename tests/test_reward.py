@@ -185,6 +185,24 @@ def test_pairwise_accuracy_hand_computed():
     assert ev.pairwise_accuracy([[3.0, 3.0]])["accuracy"] == 0.0  # ties are wrong
 
 
+def test_errors_by_group_hand_computed():
+    true = np.full((3, 5), 4.0)
+    pred = true + np.array([[1.0], [-1.0], [0.5]])  # sample 0 too high by 1, sample 1 too low by 1, 2 by 0.5
+    samples = [{"method": "light", "artifacts": [("blur", 0.5, 0.2, 1.0), ("noise", 0.3, 0.1, 1.0)]},
+               {"method": "light", "artifacts": [("blur", 0.9, 0.3, 1.0)]},
+               {"method": "max", "artifacts": []}]
+    g = ev.errors_by_group(pred, true, samples)
+    assert set(g) == {"artifact blur", "artifact noise", "artifact clean", "method light", "method max"}
+    assert g["artifact blur"]["n"] == 2 and g["artifact blur"]["bias"]["Overall"] == pytest.approx(0.0)
+    assert g["artifact blur"]["mae"]["Overall"] == pytest.approx(1.0)
+    assert g["artifact noise"]["bias"]["Thermal Retention"] == pytest.approx(1.0)
+    assert g["artifact clean"]["bias"]["Sharpness"] == pytest.approx(0.5)
+    assert ev.errors_by_group(pred, true, [{}, {}, {}]) == {}  # human ratings carry no provenance
+    assert "Where the scores go wrong" in ev.markdown_report(
+        {"n_samples": 3, "scores": ev.score_correlations(pred, true), "errors_by_group": g,
+         "heatmap": ev.heatmap_metrics([np.zeros((2, 2))], [np.zeros((2, 2))])})
+
+
 def test_overlay_and_report(model, tmp_path):
     img = torch.rand(1, 20, 30)
     heat = torch.zeros(1, 10, 15)

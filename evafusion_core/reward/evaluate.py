@@ -304,6 +304,9 @@ def evaluate_reward(
         "scores": score_correlations(pred, true),
         "heatmap": heatmap_metrics((p["heatmap"] for p in preds), (s["heatmap"] for s in samples)),
     }
+    groups = errors_by_group(pred, true, samples)
+    if groups:
+        result["errors_by_group"] = groups
     if ladders:
         result["pairwise"] = pairwise_accuracy(ladder_preds)
         result["pairwise"]["n_ladders"] = len(ladders)
@@ -312,6 +315,27 @@ def evaluate_reward(
     if out_dir is not None:
         write_report(result, out_dir, samples=samples, preds=preds, examples=examples)
     return result
+
+
+def errors_by_group(pred: np.ndarray, true: np.ndarray, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean signed error (prediction - label) and mean absolute error per dimension, for the samples
+    carrying each artifact and for each clean fusion method.
+
+    PLCC says how well a model ranks; this says where it goes wrong: a positive bias on an artifact
+    means the model does not see it, or does not judge it as harsh as the labels do. Samples without
+    synthetic provenance (human ratings) are left out; an empty dict when none has it.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        if "artifacts" not in s or "method" not in s:
+            continue
+        for name in sorted({a[0] for a in s["artifacts"]}) or ["clean"]:
+            groups.setdefault(f"artifact {name}", []).append(i)
+        groups.setdefault(f"method {s['method']}", []).append(i)
+    err = pred - true
+    return {g: {"n": len(idx), "bias": dict(zip(DIMENSIONS, err[idx].mean(0).tolist())),
+                "mae": dict(zip(DIMENSIONS, np.abs(err[idx]).mean(0).tolist()))}
+            for g, idx in sorted(groups.items())}
 
 
 def _fmt(v: Any) -> str:
@@ -335,6 +359,13 @@ def markdown_report(result: dict[str, Any]) -> str:
                   f"accuracy {_fmt(p['accuracy'])} over {p['n_pairs']} pairs from {p.get('n_ladders', '?')} ladders; "
                   f"clean > degraded {_fmt(p['clean_vs_degraded'])}, "
                   f"milder > stronger {_fmt(p['milder_vs_stronger'])}."]
+    if "errors_by_group" in result:
+        short = "".join(f" {d.split()[0]} |" for d in DIMENSIONS)
+        lines += ["", "## Where the scores go wrong", "",
+                  "Mean signed error (prediction - label, 1-5 scale) per dimension; positive: rated too high.", "",
+                  f"| group | n |{short}", "|---|---|" + "---|" * len(DIMENSIONS)]
+        for name, g in result["errors_by_group"].items():
+            lines.append(f"| {name} | {g['n']} |" + "".join(f" {g['bias'][d]:+.2f} |" for d in DIMENSIONS))
     if "rank_check" in result:
         lines += ["", "## Rank check (Overall below the light fusion)", "",
                   "| set | pairs | IR alone | visible alone | blurred average | all three |",
