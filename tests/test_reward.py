@@ -203,6 +203,28 @@ def test_errors_by_group_hand_computed():
          "heatmap": ev.heatmap_metrics([np.zeros((2, 2))], [np.zeros((2, 2))])})
 
 
+def test_rank_check_counts_and_names_the_failing_pairs(demo_set):
+    class Judge:
+        """Overall scores of (light, IR alone, visible alone, blurred average), one row per pair in stem order."""
+
+        rows = iter([[4.5, 2.0, 3.0, 4.0], [4.0, 2.0, 4.5, 3.0], [4.0, 2.0, 3.0, 4.0], [4.2, 1.0, 1.0, 1.0]])
+
+        def predict(self, fused, ir, vis):
+            assert fused.shape[0] == 4 and ir.shape == fused.shape == vis.shape
+            scores = torch.full((4, 5), 3.0)
+            scores[:, DIMENSIONS.index("Overall")] = torch.tensor(next(self.rows))
+            return {"scores": scores}
+
+    r = ev.rank_check(Judge(), demo_set, progress=False)
+    assert r["n_pairs"] == 4
+    assert r["ir_alone"] == 1.0 and r["vis_alone"] == 0.75 and r["blurred_average"] == 0.75 and r["all"] == 0.5
+    assert set(r["failures"]) == {"p1", "p2"}  # visible alone wins on p1; a tie with the blurred average on p2
+    assert r["failures"]["p1"]["vis_alone"] == 4.5
+    md = ev.markdown_report({"n_samples": 0, "scores": {}, "heatmap": ev.heatmap_metrics([], []),
+                             "rank_check": {"demo": {k: v for k, v in r.items() if k != "overall"}}})
+    assert "| demo | p1 | 4.00 | 2.00 | 4.50 | 3.00 |" in md
+
+
 def test_overlay_and_report(model, tmp_path):
     img = torch.rand(1, 20, 30)
     heat = torch.zeros(1, 10, 15)
@@ -396,10 +418,13 @@ def test_eval_reward_cli_on_synthetic_and_hf(model, demo_set, tmp_path):
     model.save_pretrained(tmp_path / "rm")
     rc = main(["eval-reward", "--data", str(demo_set), "--model", str(tmp_path / "rm"), "--device", "cpu",
                "--split", "all", "--per-pair", "2", "--ladders-per-pair", "1", "--examples", "1",
-               "--out", str(tmp_path / "ev")])
+               "--rank-check", "--out", str(tmp_path / "ev")])
     assert rc == 0
     res = json.loads((tmp_path / "ev" / "reward_eval.json").read_text())
     assert res["n_samples"] == 8 and res["pairwise"]["n_ladders"] == 4 and "speed" in res
+    assert res["rank_check"][demo_set.name]["n_pairs"] == 4 and "overall" not in res["rank_check"][demo_set.name]
+    assert "errors_by_group" in res and "method average" in res["errors_by_group"]
+    assert "## Rank check" in (tmp_path / "ev" / "reward_eval.md").read_text()
     from evafusion_core.data.synthetic import SourcePair, SyntheticRewardData
 
     u8 = lambda t: t.mul(255).round().to(torch.uint8)

@@ -373,6 +373,14 @@ def markdown_report(result: dict[str, Any]) -> str:
         for name, r in result["rank_check"].items():
             lines.append(f"| {name} | {r['n_pairs']} | {_fmt(r['ir_alone'])} | {_fmt(r['vis_alone'])} | "
                          f"{_fmt(r['blurred_average'])} | {_fmt(r['all'])} |")
+        failed = [(name, stem, f) for name, r in result["rank_check"].items()
+                  for stem, f in r.get("failures", {}).items()]
+        if failed:
+            lines += ["", "Pairs where `light` is not rated highest (Overall):", "",
+                      "| set | pair | light | IR alone | visible alone | blurred average |",
+                      "|---|---|---|---|---|---|"]
+            lines += [f"| {name} | {stem} | {f['light']:.2f} | {f['ir_alone']:.2f} | {f['vis_alone']:.2f} | "
+                      f"{f['blurred_average']:.2f} |" for name, stem, f in failed]
     if "speed" in result:
         lines += ["", f"Scoring speed: {result['speed']}"]
     return "\n".join(lines) + "\n"
@@ -405,7 +413,10 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike, *, samples=
 def rank_check(model, set_dir: str | os.PathLike, *, light=None, max_pairs: int | None = None,
                blur_sigma: float = 2.0, progress: bool = True) -> dict[str, Any]:
     """Fraction of pairs where IR alone, visible alone and a blurred average score below ``light``
-    fusion on Overall. ``blur_sigma`` is in pixels of a 256-pixel image (scaled with the size)."""
+    fusion on Overall. ``blur_sigma`` is in pixels of a 256-pixel image (scaled with the size).
+
+    ``overall`` holds every pair's four Overall scores; ``failures`` the pairs (by file stem) where
+    something scored at least as high as ``light``, so that a report can name them."""
     from tqdm import tqdm
 
     from ..data.synthetic import _fusion_models, gaussian_blur
@@ -436,7 +447,10 @@ def rank_check(model, set_dir: str | os.PathLike, *, light=None, max_pairs: int 
         wins["all"] += all(ok)
         rows[stem] = dict(zip(("light", "ir_alone", "vis_alone", "blurred_average"), ov))
     n = len(pairs)
-    return {**{k: v / n if n else float("nan") for k, v in wins.items()}, "n_pairs": n, "overall": rows}
+    failures = {stem: r for stem, r in rows.items()
+                if max(r["ir_alone"], r["vis_alone"], r["blurred_average"]) >= r["light"]}
+    return {**{k: v / n if n else float("nan") for k, v in wins.items()}, "n_pairs": n, "overall": rows,
+            "failures": failures}
 
 
 # --------------------------------------------------------------------------------------------
