@@ -430,7 +430,7 @@ def rank_check(model, set_dir: str | os.PathLike, *, light=None, max_pairs: int 
         models["light"] = light
     pairs = find_pairs(root / "ir", root / "vi")[: max_pairs or None]
     wins = {"ir_alone": 0, "vis_alone": 0, "blurred_average": 0, "all": 0}
-    rows = {}
+    rows, failures = {}, {}
     o = DIMENSIONS.index("Overall")
     for stem, (a, b) in tqdm(pairs, desc=f"rank check {root.name}", disable=not progress):
         ir, vis = load_pair(a, b, resize=True)
@@ -446,9 +446,9 @@ def rank_check(model, set_dir: str | os.PathLike, *, light=None, max_pairs: int 
             wins[name] += flag
         wins["all"] += all(ok)
         rows[stem] = dict(zip(("light", "ir_alone", "vis_alone", "blurred_average"), ov))
+        if not all(ok):
+            failures[stem] = rows[stem]
     n = len(pairs)
-    failures = {stem: r for stem, r in rows.items()
-                if max(r["ir_alone"], r["vis_alone"], r["blurred_average"]) >= r["light"]}
     return {**{k: v / n if n else float("nan") for k, v in wins.items()}, "n_pairs": n, "overall": rows,
             "failures": failures}
 
