@@ -118,6 +118,35 @@ def test_scores_for_mapping():
     assert torch.all(scores_for([Effect("blur", 0.5, 0.9)]) <= scores_for([Effect("blur", 0.5, 0.05)]))
 
 
+@pytest.mark.parametrize("name", ["thermal_loss", "texture_loss", "noise"])
+def test_dimension_maps_follow_the_artifact_weights(sources, name):
+    """Each map is weight x mask x strength x visibility: thermal loss costs Thermal where it is and
+    nothing elsewhere, texture loss never costs Thermal (weight 0), and a clean image costs nothing."""
+    clean = make_sample(sources[0], "average", [])
+    assert clean["dimension_maps"].shape == (4, *clean["heatmap"].shape[-2:])
+    assert float(clean["dimension_maps"].max()) == 0
+    s = make_sample(sources[0], "average", [ArtifactSpec(name, 0.8, 4)])
+    peak = float(s["heatmap"].max())  # one artifact: mask x strength x visibility at its strongest
+    assert peak > 0
+    for k, w in enumerate(ARTIFACT_WEIGHTS[name]):
+        assert float(s["dimension_maps"][k].max()) == pytest.approx(w * peak, abs=1e-5), DIMENSIONS[k]
+    # Outside the artifact (zero heatmap) no dimension loses anything.
+    outside = s["heatmap"][0] == 0
+    assert outside.any() and float(s["dimension_maps"][:, outside].abs().max()) == 0
+
+
+def test_dimension_maps_flip_with_the_images_and_reach_the_batch(sources):
+    data = SyntheticRewardData(sources, seed=3, config=SyntheticConfig(flip=True, clean_fraction=0.0))
+    flipped = [data.sample(i) for i in range(20) if data.specs(i)[4]]
+    assert flipped, "no flipped sample in 20 draws"
+    s = flipped[0]
+    assert torch.equal((s["dimension_maps"].amax(0, keepdim=True) > 0), (s["heatmap"] > 0))
+    batch = collate([data.sample(0), data.sample(1)])
+    assert batch["dimension_maps"].shape == (2, 4, *batch["heatmap"].shape[-2:])
+    no_maps = {k: v for k, v in data.sample(2).items() if k != "dimension_maps"}
+    assert "dimension_maps" not in collate([data.sample(0), no_maps])  # a human rating has none
+
+
 def test_invisible_artifact_is_not_labelled_severe(sources):
     p = sources[0]
     # Thermal loss where the fused image already equals the visible image changes nothing.

@@ -353,12 +353,14 @@ _ARTIFACT_FNS: dict[str, Callable] = {
 
 @dataclass
 class Effect:
-    """What an applied artifact did: its name, strength and the fraction of the image it covers."""
+    """What an applied artifact did: its name, strength, the fraction of the image it covers, how
+    visible it is on this content, and (for :func:`dimension_maps`) where it is."""
 
     name: str
     strength: float
     coverage: float
     visibility: float = 1.0
+    mask: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
 
 def apply_artifacts(
@@ -387,8 +389,24 @@ def apply_artifacts(
                                                          whole=spec.whole)
         out = out.clamp(0, 1)
         heat = torch.maximum(heat, mask * (spec.strength * visibility))
-        effects.append(Effect(spec.name, float(spec.strength), float(mask.mean()), float(visibility)))
+        effects.append(Effect(spec.name, float(spec.strength), float(mask.mean()), float(visibility), mask))
     return out, heat.clamp(0, 1), effects
+
+
+def dimension_maps(effects: Iterable[Effect], size: tuple[int, int]) -> torch.Tensor:
+    """Where each of Thermal, Texture, Artifacts and Sharpness loses points: [4,H,W] in 0..1.
+
+    The per-pixel counterpart of :func:`scores_for`: the sum over artifacts of their weight on
+    that dimension x mask x strength x visibility, clipped to 1. One type-agnostic heatmap says
+    where something is wrong; these say which score it costs, a denser target for the model.
+    """
+    out = torch.zeros(4, *size)
+    for e in effects:
+        if e.mask is None:
+            raise ValueError(f"effect {e.name!r} has no mask; dimension maps need the effects apply_artifacts returns")
+        w = torch.tensor(ARTIFACT_WEIGHTS[e.name]).view(4, 1, 1)
+        out += w * e.mask * (e.strength * e.visibility)
+    return out.clamp(0, 1)
 
 
 def severity(effect: Effect) -> float:
@@ -583,13 +601,14 @@ def make_sample(
         "ir": ir,
         "vis": vis,
         "heatmap": heat,
+        "dimension_maps": dimension_maps(effects, tuple(heat.shape[-2:])),
         "scores": scores_for(effects),
         "key": pair.key,
         "method": method,
         "artifacts": [(e.name, e.strength, e.coverage, e.visibility) for e in effects],
     }
     if flip:
-        for k in ("fused", "ir", "vis", "heatmap"):
+        for k in ("fused", "ir", "vis", "heatmap", "dimension_maps"):
             sample[k] = sample[k].flip(-1)
     return sample
 
@@ -646,16 +665,20 @@ class SyntheticRewardData:
 
 
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack samples of one size into a batch: fused/vis as 3 channels, ir as 1."""
+    """Stack samples of one size into a batch: fused/vis as 3 channels, ir as 1; ``dimension_maps``
+    only when every sample has them (synthetic ones do, human ratings do not)."""
     from ..reward.model import promote_rgb
 
-    return {
+    batch = {
         "fused": torch.cat([promote_rgb(s["fused"][None]) for s in samples]),
         "ir": torch.stack([luma(s["ir"]) for s in samples]),
         "vis": torch.cat([promote_rgb(s["vis"][None]) for s in samples]),
         "heatmap": torch.stack([s["heatmap"] for s in samples]),
         "scores": torch.stack([s["scores"] for s in samples]),
     }
+    if all("dimension_maps" in s for s in samples):
+        batch["dimension_maps"] = torch.stack([s["dimension_maps"] for s in samples])
+    return batch
 
 
 def ladder(

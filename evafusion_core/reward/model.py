@@ -10,7 +10,10 @@ learned [CLS] token. A light U-Net-style decoder turns the mixed token map, refi
 the backbone's and the early-fusion branch's finer maps, into a 0..1 artifact heatmap.
 Five sigmoid heads read the [CLS] token, the mean token and the heatmap's mean, max and
 mean square, and predict Thermal Retention, Texture Preservation, Artifacts, Sharpness
-and Overall on score/5.
+and Overall on score/5. With ``dimension_maps`` the decoder also predicts where each of
+Thermal, Texture, Artifacts and Sharpness loses points (four 0..1 maps, trained on the
+synthetic labels), and each head reads their mean, max and mean square as well: the scores
+then rest on *which* damage is where, not only on how much.
 
 Any input size works: each image is resized to ``image_size`` (grey promoted to three
 channels), and the heatmap is resized back to the fused image's size.
@@ -148,6 +151,7 @@ class RewardModel(
         backbone_kwargs: dict[str, Any] | None = None,
         pretrained_backbone: bool = False,
         pixel_channels: list[int] | tuple[int, ...] | None = None,
+        dimension_maps: bool = False,
     ) -> None:
         super().__init__()
         import timm
@@ -203,9 +207,12 @@ class RewardModel(
         self.mixer = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(embed_dim)
         # Each head reads the [CLS] token, the mean token and three statistics of the predicted heatmap
-        # (mean, max, mean square): how much of the image is damaged, and how badly.
+        # (mean, max, mean square): how much of the image is damaged, and how badly; with dimension maps,
+        # the same three statistics of each map after them.
+        self.dimension_maps = bool(dimension_maps)
+        n_stats = 3 * (1 + 4 * self.dimension_maps)
         self.heads = nn.ModuleList(
-            nn.Sequential(nn.Linear(2 * embed_dim + 3, embed_dim // 2), nn.GELU(), nn.Linear(embed_dim // 2, 1))
+            nn.Sequential(nn.Linear(2 * embed_dim + n_stats, embed_dim // 2), nn.GELU(), nn.Linear(embed_dim // 2, 1))
             for _ in DIMENSIONS
         )
 
@@ -226,6 +233,9 @@ class RewardModel(
         self.heatmap_stride = stride
         self.dec_out = nn.Conv2d(decoder_dim, 1, 1)
         nn.init.constant_(self.dec_out.bias, -3.0)  # start near an empty heatmap
+        if self.dimension_maps:
+            self.dim_out = nn.Conv2d(decoder_dim, 4, 1)
+            nn.init.constant_(self.dim_out.bias, -3.0)
 
     # -- hub config -------------------------------------------------------------------------
     def hub_config(self) -> dict[str, Any]:
@@ -298,16 +308,21 @@ class RewardModel(
                 y = y + F.interpolate(skip, size=y.shape[-2:], mode="bilinear", align_corners=False)
             y = block(y)
         logits = self.dec_out(y)
-        heat = torch.sigmoid(logits).flatten(1)
-        stats = torch.stack([heat.mean(1), heat.amax(1), heat.square().mean(1)], dim=1)
+        out = {"heatmap_logits": logits}
+        maps = torch.sigmoid(logits).flatten(2)  # [B,1,h*w], then [B,5,h*w] with the dimension maps
+        if self.dimension_maps:
+            out["dimension_logits"] = self.dim_out(y)
+            maps = torch.cat([maps, torch.sigmoid(out["dimension_logits"]).flatten(2)], dim=1)
+        stats = torch.stack([maps.mean(2), maps.amax(2), maps.square().mean(2)], dim=2).flatten(1)
         pooled = torch.cat([cls, grid.mean(1), stats], dim=-1)
-        scores = torch.cat([torch.sigmoid(head(pooled)) for head in self.heads], dim=-1)
-        return {"scores": scores, "heatmap_logits": logits}
+        out["scores"] = torch.cat([torch.sigmoid(head(pooled)) for head in self.heads], dim=-1)
+        return out
 
     @torch.no_grad()
     def predict(self, fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Scores on the 1..5 scale (one [B] tensor per dimension, and ``scores`` [B,5]) and
-        ``heatmap`` [B,1,H,W] in 0..1 at the fused image's size."""
+        """Scores on the 1..5 scale (one [B] tensor per dimension, and ``scores`` [B,5]),
+        ``heatmap`` [B,1,H,W] in 0..1 at the fused image's size, and with dimension maps
+        ``dimension_maps`` [B,4,H,W] (Thermal, Texture, Artifacts, Sharpness)."""
         device = next(self.parameters()).device
         fused, ir, vis = (promote_rgb(t, n).to(device) for t, n in ((fused, "fused"), (ir, "ir"), (vis, "vis")))
         out = self(fused, ir, vis)
@@ -317,6 +332,10 @@ class RewardModel(
         result = {name: scores[:, k] for k, name in enumerate(DIMENSIONS)}
         result["scores"] = scores
         result["heatmap"] = heat
+        if "dimension_logits" in out:
+            maps = torch.sigmoid(out["dimension_logits"].float())
+            maps = F.interpolate(maps, size=fused.shape[-2:], mode="bilinear", align_corners=False)
+            result["dimension_maps"] = maps.clamp(0, 1).cpu()
         return result
 
 

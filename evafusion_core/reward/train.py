@@ -63,8 +63,9 @@ def build_model(cfg: dict[str, Any]):
 
 def init_from(model, folder: str | os.PathLike) -> list[str]:
     """Start from saved weights (a ``save_pretrained`` folder): tensors of the same shape are copied;
-    a convolution that gained input channels keeps the old ones and zeroes the new. Returns the
-    names that could not be carried over (left as initialised)."""
+    a convolution or linear layer that gained inputs keeps the old weights and zeroes the new, so the
+    grown model starts out computing what the saved one did. Returns the names that could not be
+    carried over (left as initialised)."""
     from safetensors.torch import load_file
 
     saved = load_file(str(Path(folder) / "model.safetensors"))
@@ -77,8 +78,8 @@ def init_from(model, folder: str | os.PathLike) -> list[str]:
                 skipped.append(name)
             elif old.shape == t.shape:
                 t.copy_(old)
-            elif old.ndim == 4 and old.shape[0] == t.shape[0] and old.shape[2:] == t.shape[2:] \
-                    and old.shape[1] < t.shape[1]:
+            elif old.ndim in (2, 4) and old.ndim == t.ndim and old.shape[0] == t.shape[0] \
+                    and old.shape[2:] == t.shape[2:] and old.shape[1] < t.shape[1]:
                 t.zero_()
                 t[:, : old.shape[1]] = old
             else:
@@ -94,19 +95,32 @@ def lr_lambda(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def _map_losses(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MSE and BCE of predicted map logits against a 0..1 target pooled to their resolution."""
+    if target.shape[-2:] != logits.shape[-2:]:
+        target = F.adaptive_avg_pool2d(target, logits.shape[-2:])
+    return F.mse_loss(torch.sigmoid(logits), target), F.binary_cross_entropy_with_logits(logits, target)
+
+
 def reward_loss(out: dict[str, torch.Tensor], scores: torch.Tensor, heatmap: torch.Tensor,
-                weights: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
-    """MSE on score/5 (per dimension, averaged), heatmap MSE and BCE at the decoder's resolution."""
-    logits = out["heatmap_logits"]
-    target = F.adaptive_avg_pool2d(heatmap, logits.shape[-2:]) if heatmap.shape[-2:] != logits.shape[-2:] else heatmap
+                weights: dict[str, float], dimension_maps: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """MSE on score/5 (per dimension, averaged), heatmap MSE and BCE at the decoder's resolution, and
+    the same for the dimension maps when the model predicts them and the batch has them (weights
+    ``dimension_mse`` and ``dimension_bce``, by default the heatmap's)."""
     dim_w = torch.as_tensor(weights.get("dim_weights", [1.0] * scores.shape[1]), dtype=scores.dtype,
                             device=scores.device)
     score_mse = ((out["scores"] - scores / 5.0).square().mean(0) * dim_w).sum() / dim_w.sum()
-    heat_mse = F.mse_loss(torch.sigmoid(logits), target)
-    heat_bce = F.binary_cross_entropy_with_logits(logits, target)
+    heat_mse, heat_bce = _map_losses(out["heatmap_logits"], heatmap)
     loss = weights.get("score", 1.0) * score_mse + weights.get("heatmap_mse", 1.0) * heat_mse
     loss = loss + weights.get("heatmap_bce", 0.0) * heat_bce
-    return loss, {"score_mse": score_mse.item(), "heatmap_mse": heat_mse.item(), "heatmap_bce": heat_bce.item()}
+    parts = {"score_mse": score_mse.item(), "heatmap_mse": heat_mse.item(), "heatmap_bce": heat_bce.item()}
+    if "dimension_logits" in out and dimension_maps is not None:
+        dmse, dbce = _map_losses(out["dimension_logits"], dimension_maps)
+        loss = loss + weights.get("dimension_mse", weights.get("heatmap_mse", 1.0)) * dmse
+        loss = loss + weights.get("dimension_bce", weights.get("heatmap_bce", 0.0)) * dbce
+        parts.update(dimension_mse=dmse.item(), dimension_bce=dbce.item())
+    return loss, parts
 
 
 class _HFBatches:
@@ -173,7 +187,8 @@ class _MixedBatches:
             return self.parts[0][0].batch(step, rank, batch_size)
         counts = np.random.default_rng([self.seed, step, rank, 2]).multinomial(batch_size, self.p)
         got = [b.batch(step, rank, int(n)) for (b, _), n in zip(self.parts, counts) if n > 0]
-        return {k: torch.cat([g[k] for g in got]) for k in got[0]}
+        # Keys every part has: synthetic dimension maps are dropped from a batch mixed with human ratings.
+        return {k: torch.cat([g[k] for g in got]) for k in got[0] if all(k in g for g in got)}
 
 
 class _StepBatches(torch.utils.data.Dataset):
@@ -312,6 +327,8 @@ def reward_panels(records: list[dict]) -> dict[str, dict[str, tuple[list, list]]
     panels = {"loss": {"total": (steps, col("loss"))}, "score MSE (score/5)": {"mse": (steps, col("score_mse"))},
               "heatmap MSE": {"mse": (steps, col("heatmap_mse"))}, "heatmap BCE": {"bce": (steps, col("heatmap_bce"))},
               "learning rate": {"lr": (steps, col("lr"))}}
+    if any("dimension_mse" in r for r in records):
+        panels["dimension maps MSE"] = {"mse": (steps, col("dimension_mse"))}
     if any("ranking" in r for r in records):
         panels["ranking loss (preferences)"] = {"bt": (steps, col("ranking"))}
     vals = [r for r in records if "val" in r]
@@ -500,7 +517,8 @@ def train(
             out_ = net(torch.cat(fused), torch.cat(irs), torch.cat(viss))
             n = b["fused"].shape[0] if b else 0
             if b:
-                loss, parts = reward_loss({k: v[:n] for k, v in out_.items()}, b["scores"], b["heatmap"], weights)
+                loss, parts = reward_loss({k: v[:n] for k, v in out_.items()}, b["scores"], b["heatmap"], weights,
+                                          b.get("dimension_maps"))
             else:
                 loss, parts = out_["scores"].sum() * 0.0, {}
             if pb:
