@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -223,6 +224,20 @@ def test_rank_check_counts_and_names_the_failing_pairs(demo_set):
     md = ev.markdown_report({"n_samples": 0, "scores": {}, "heatmap": ev.heatmap_metrics([], []),
                              "rank_check": {"demo": {k: v for k, v in r.items() if k != "overall"}}})
     assert "| demo | p1 | 4.00 | 2.00 | 4.50 | 3.00 |" in md
+
+
+def test_dimension_map_metrics_hand_computed():
+    truth = torch.zeros(4, 2, 2)
+    truth[0, 0, 0] = 1.0  # Thermal damaged in one corner; the other three maps flat
+    exact = {"dimension_maps": truth.clone()}
+    inverted = {"dimension_maps": 1.0 - truth}
+    res = ev.dimension_map_metrics([exact, inverted], [{"dimension_maps": truth}] * 2)
+    assert res["Thermal Retention"]["cc"] == pytest.approx(0.0)  # +1 and -1
+    assert res["Thermal Retention"]["n_cc"] == 2 and res["Texture Preservation"]["n_cc"] == 0
+    assert math.isnan(res["Texture Preservation"]["cc"])
+    assert res["Thermal Retention"]["mse"] == pytest.approx(0.5)  # 0 and 1 per pixel
+    assert res["Sharpness"]["mse"] == pytest.approx(0.5)  # inverted flat map: every pixel off by 1
+    assert ev.dimension_map_metrics([{"scores": 0}], [{"dimension_maps": truth}]) == {}
 
 
 def test_overlay_and_report(model, tmp_path):

@@ -257,6 +257,8 @@ def predict_samples(model, samples: Iterable[dict[str, Any]], batch_size: int = 
         out = model.predict(fused, ir, vis)
         for k in range(len(buf)):
             results.append({"scores": out["scores"][k].numpy(), "heatmap": out["heatmap"][k]})
+            if "dimension_maps" in out:
+                results[-1]["dimension_maps"] = out["dimension_maps"][k]
         if on_batch:
             on_batch(len(buf))
         buf.clear()
@@ -304,6 +306,9 @@ def evaluate_reward(
         "scores": score_correlations(pred, true),
         "heatmap": heatmap_metrics((p["heatmap"] for p in preds), (s["heatmap"] for s in samples)),
     }
+    maps = dimension_map_metrics(preds, samples)
+    if maps:
+        result["dimension_maps"] = maps
     groups = errors_by_group(pred, true, samples)
     if groups:
         result["errors_by_group"] = groups
@@ -315,6 +320,21 @@ def evaluate_reward(
     if out_dir is not None:
         write_report(result, out_dir, samples=samples, preds=preds, examples=examples)
     return result
+
+
+def dimension_map_metrics(preds: Sequence[dict[str, Any]], samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per dimension map (Thermal, Texture, Artifacts, Sharpness): the mean CC over images whose true
+    map is not flat, and the MSE over all images. Empty when the model or the labels have no maps."""
+    pairs = [(p["dimension_maps"], s["dimension_maps"]) for p, s in zip(preds, samples)
+             if "dimension_maps" in p and "dimension_maps" in s]
+    if not pairs:
+        return {}
+    out = {}
+    for k, name in enumerate(DIMENSIONS[:4]):
+        ccs = [heat_cc(p[k], t[k]) for p, t in pairs if float(t[k].max()) > float(t[k].min())]
+        mse = float(np.mean([float(((p[k] - t[k].to(p.dtype)) ** 2).mean()) for p, t in pairs]))
+        out[name] = {"cc": float(np.mean(ccs)) if ccs else float("nan"), "n_cc": len(ccs), "mse": mse}
+    return out
 
 
 def errors_by_group(pred: np.ndarray, true: np.ndarray, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -353,6 +373,11 @@ def markdown_report(result: dict[str, Any]) -> str:
               f"({h['n_empty']} images).", "",
               "| CC | KLD | SIM | NSS | AUC-Judd |", "|---|---|---|---|---|",
               f"| {_fmt(h['cc'])} | {_fmt(h['kld'])} | {_fmt(h['sim'])} | {_fmt(h['nss'])} | {_fmt(h['auc_judd'])} |"]
+    if "dimension_maps" in result:
+        lines += ["", "## Dimension maps (where each score loses points)", "",
+                  "| map | CC (images with damage there) | MSE |", "|---|---|---|"]
+        lines += [f"| {name} | {_fmt(m['cc'])} ({m['n_cc']}) | {_fmt(m['mse'])} |"
+                  for name, m in result["dimension_maps"].items()]
     if "pairwise" in result:
         p = result["pairwise"]
         lines += ["", "## Pairwise accuracy (Overall)", "",
