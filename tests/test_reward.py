@@ -226,6 +226,24 @@ def test_rank_check_counts_and_names_the_failing_pairs(demo_set):
     assert "| demo | p1 | 4.00 | 2.00 | 4.50 | 3.00 |" in md
 
 
+def test_plcc_intervals_resample_source_pairs():
+    g = np.random.default_rng(0)
+    true = g.uniform(1, 5, (80, 5))
+    keys = [f"set/p{i // 8}" for i in range(80)]  # ten pairs, eight images each
+    exact = ev.plcc_intervals(true, true, keys, n_boot=200)
+    assert all(lo == pytest.approx(1.0) and hi == pytest.approx(1.0) for lo, hi in exact.values())
+    noisy = true + g.normal(0, 1.0, true.shape)
+    ci = ev.plcc_intervals(noisy, true, keys, n_boot=200)
+    for k, name in enumerate(DIMENSIONS):
+        lo, hi = ci[name]
+        assert lo < ev.plcc(noisy[:, k], true[:, k]) < hi and hi - lo > 0.02
+    # One pair whose images disagree with their labels moves the estimate a lot: whole pairs are resampled.
+    odd = noisy.copy()
+    odd[:8] = 6 - true[:8]
+    lo_odd, hi_odd = ev.plcc_intervals(odd, true, keys, n_boot=200)["Overall"]
+    assert hi_odd - lo_odd > ci["Overall"][1] - ci["Overall"][0]
+
+
 def test_dimension_map_metrics_hand_computed():
     truth = torch.zeros(4, 2, 2)
     truth[0, 0, 0] = 1.0  # Thermal damaged in one corner; the other three maps flat
@@ -252,6 +270,7 @@ def test_overlay_and_report(model, tmp_path):
     lad = [[{**samples[0], "scores": torch.full((5,), 5.0)}, samples[1]]]
     res = ev.evaluate_reward(model, samples, tmp_path / "eval", ladders=lad, examples=2, progress=False)
     assert set(res["scores"]) == set(DIMENSIONS) and res["heatmap"]["n_empty"] == 1
+    assert "plcc_ci95" not in res["scores"]["Overall"]  # no source-pair keys: no interval
     assert res["pairwise"]["n_pairs"] == 1
     assert (tmp_path / "eval" / "reward_eval.json").is_file() and (tmp_path / "eval" / "reward_eval.md").is_file()
     assert len(list((tmp_path / "eval" / "examples").glob("*.png"))) == 2
@@ -440,6 +459,8 @@ def test_eval_reward_cli_on_synthetic_and_hf(model, demo_set, tmp_path):
     assert res["rank_check"][demo_set.name]["n_pairs"] == 4 and "overall" not in res["rank_check"][demo_set.name]
     assert "errors_by_group" in res and "method average" in res["errors_by_group"]
     assert "## Rank check" in (tmp_path / "ev" / "reward_eval.md").read_text()
+    lo, hi = res["scores"]["Overall"]["plcc_ci95"]  # four source pairs: an interval around the estimate
+    assert lo <= res["scores"]["Overall"]["plcc"] <= hi
     from evafusion_core.data.synthetic import SourcePair, SyntheticRewardData
 
     u8 = lambda t: t.mul(255).round().to(torch.uint8)

@@ -71,6 +71,29 @@ def score_correlations(pred: np.ndarray, true: np.ndarray) -> dict[str, dict[str
     }
 
 
+def plcc_intervals(pred: np.ndarray, true: np.ndarray, groups: Sequence[Any], *, n_boot: int = 1000,
+                   level: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Per dimension, a bootstrap interval for PLCC that resamples whole groups (source pairs).
+
+    Samples made from one source pair share its content, so they are not independent; resampling
+    the pairs says how much a benchmark of 25 pairs can move with the pairs that happened to be
+    held out. Percentile interval at ``level``.
+    """
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    keys = sorted(set(groups))
+    members = [np.flatnonzero(np.asarray([g == k for g in groups])) for k in keys]
+    g = np.random.default_rng(seed)
+    draws = np.full((n_boot, pred.shape[1]), np.nan)
+    for b in range(n_boot):
+        idx = np.concatenate([members[i] for i in g.integers(len(keys), size=len(keys))])
+        for k in range(pred.shape[1]):
+            p, t = pred[idx, k], true[idx, k]
+            if p.std() > 0 and t.std() > 0:
+                draws[b, k] = np.corrcoef(p, t)[0, 1]
+    lo, hi = np.nanpercentile(draws, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    return {name: (float(lo[k]), float(hi[k])) for k, name in enumerate(DIMENSIONS[: pred.shape[1]])}
+
+
 # --------------------------------------------------------------------------------------------
 # heatmap metrics on 2-D numpy maps
 # --------------------------------------------------------------------------------------------
@@ -306,6 +329,10 @@ def evaluate_reward(
         "scores": score_correlations(pred, true),
         "heatmap": heatmap_metrics((p["heatmap"] for p in preds), (s["heatmap"] for s in samples)),
     }
+    keys = [s.get("key") for s in samples]
+    if None not in keys and len(set(keys)) > 1:
+        for name, ci in plcc_intervals(pred, true, keys).items():
+            result["scores"][name]["plcc_ci95"] = list(ci)
     maps = dimension_map_metrics(preds, samples)
     if maps:
         result["dimension_maps"] = maps
@@ -366,7 +393,10 @@ def markdown_report(result: dict[str, Any]) -> str:
     lines = [f"# {result.get('title', 'reward model evaluation')}", "", f"{result['n_samples']} labelled images.", ""]
     lines += ["## Scores", "", "| dimension | PLCC | SRCC | MAE (1-5) |", "|---|---|---|---|"]
     for name, m in result["scores"].items():
-        lines.append(f"| {name} | {_fmt(m['plcc'])} | {_fmt(m['srcc'])} | {_fmt(m['mae'])} |")
+        ci = f" ({m['plcc_ci95'][0]:.2f}-{m['plcc_ci95'][1]:.2f})" if "plcc_ci95" in m else ""
+        lines.append(f"| {name} | {_fmt(m['plcc'])}{ci} | {_fmt(m['srcc'])} | {_fmt(m['mae'])} |")
+    if any("plcc_ci95" in m for m in result["scores"].values()):
+        lines += ["", "In brackets: 95% interval of PLCC when the source pairs are resampled (bootstrap, 1000 draws)."]
     h = result["heatmap"]
     lines += ["", "## Artifact heatmap", "",
               f"MSE all {_fmt(h['mse_all'])} ({h['n_images']} images), MSE on empty truth {_fmt(h['mse_empty'])} "
