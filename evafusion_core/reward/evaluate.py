@@ -80,12 +80,12 @@ def plcc_intervals(pred: np.ndarray, true: np.ndarray, groups: Sequence[Any], *,
     held out. Percentile interval at ``level``.
     """
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
-    keys = sorted(set(groups))
-    members = [np.flatnonzero(np.asarray([g == k for g in groups])) for k in keys]
+    _, which = np.unique(np.asarray([str(k) for k in groups]), return_inverse=True)
+    members = [np.flatnonzero(which == i) for i in range(int(which.max()) + 1)]
     g = np.random.default_rng(seed)
     draws = np.full((n_boot, pred.shape[1]), np.nan)
     for b in range(n_boot):
-        idx = np.concatenate([members[i] for i in g.integers(len(keys), size=len(keys))])
+        idx = np.concatenate([members[i] for i in g.integers(len(members), size=len(members))])
         for k in range(pred.shape[1]):
             p, t = pred[idx, k], true[idx, k]
             if p.std() > 0 and t.std() > 0:
