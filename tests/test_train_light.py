@@ -46,3 +46,21 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, write_de
     logged = [json.loads(line) for line in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 2, 3, 4] and all(r["loss"] > 0 for r in logged)
     assert load_fusion_model(str(tmp_path / "part" / "final")).architecture == "light"
+
+
+def test_scale_range_cuts_patches_at_the_drawn_scale():
+    """With scale_range (2, 2) a 32 px patch covers 16 source pixels: a 2x enlargement, as on a bigger camera."""
+    import random
+
+    train_light = _script()
+    ramp = torch.arange(64.0).repeat(64, 1)[None] / 64  # [1,64,64], brightness grows by 1/64 per column
+    pairs = [(ramp, 1 - ramp)]
+    ir, vis = train_light.sample_batch(pairs, 4, 32, random.Random(0))
+    assert ir.shape == vis.shape == (4, 1, 32, 32)
+    steps = ir[:, 0, 16, 1:] - ir[:, 0, 16, :-1]
+    assert torch.allclose(steps.abs().mean(), torch.tensor(1 / 64), atol=1e-4)  # native scale
+    ir, vis = train_light.sample_batch(pairs, 4, 32, random.Random(0), scale_range=(2.0, 2.0))
+    assert ir.shape == vis.shape == (4, 1, 32, 32)
+    steps = ir[:, 0, 16, 2:-2] - ir[:, 0, 16, 1:-3]
+    assert torch.allclose(steps.abs().mean(), torch.tensor(1 / 128), atol=1e-4)  # half the slope: enlarged 2x
+    assert torch.allclose(ir + vis, torch.ones_like(ir), atol=1e-5)  # both sources cut at the same place

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
 import sys
 import time
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from evafusion_core.checkpoint import load_checkpoint, read_jsonl, save_checkpoint, truncate_jsonl  # noqa: E402
 from evafusion_core.device import pick_device  # noqa: E402
-from evafusion_core.io import find_pairs, load_pair  # noqa: E402
+from evafusion_core.io import find_pairs, load_pair, resize_to  # noqa: E402
 from evafusion_core.losses import FusionLossWeights, fusion_loss  # noqa: E402
 from evafusion_core.models import create_model  # noqa: E402
 from evafusion_core.overrides import apply_overrides  # noqa: E402
@@ -53,19 +54,30 @@ def load_dataset(folders: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return pairs
 
 
-def sample_batch(pairs, batch_size: int, crop: int, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_batch(pairs, batch_size: int, crop: int, rng: random.Random,
+                 scale_range: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ``crop`` x ``crop`` patches with horizontal flips.
+
+    With ``scale_range`` each patch is taken at a scale drawn log-uniformly from that range, so the
+    network sees targets spanning as many pixels as on larger cameras (M3FD's 1024x768) as well as on
+    the 640x480-class training images: ``light`` pools context at a fixed stride, which makes what it
+    keeps from each source depend on how many pixels a target covers.
+    """
     irs, viss = [], []
     for _ in range(batch_size):
         ir, vis = pairs[rng.randrange(len(pairs))]
         h, w = ir.shape[-2:]
-        c = min(crop, h, w) // 8 * 8
+        factor = 1.0
+        if scale_range is not None:
+            factor = math.exp(rng.uniform(math.log(scale_range[0]), math.log(scale_range[1])))
+        # a window of crop/factor source pixels, resized to the crop: the same as resizing the image first
+        c = min(round(crop / factor), h, w) // 8 * 8
         y, x = rng.randrange(h - c + 1), rng.randrange(w - c + 1)
         a, b = ir[:, y : y + c, x : x + c], vis[:, y : y + c, x : x + c]
         if rng.random() < 0.5:
             a, b = a.flip(-1), b.flip(-1)
-        if c < crop:  # small images: upsample to the common crop so the batch stacks
-            a = torch.nn.functional.interpolate(a[None], size=(crop, crop), mode="bilinear")[0]
-            b = torch.nn.functional.interpolate(b[None], size=(crop, crop), mode="bilinear")[0]
+        if c != crop:  # rescaled, or a small image: resize to the common crop so the batch stacks
+            a, b = resize_to(a, (crop, crop)), resize_to(b, (crop, crop))
         irs.append(a)
         viss.append(b)
     return torch.stack(irs), torch.stack(viss)
@@ -120,12 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         log.info("resumed from %s at step %d", ckpt_path, step)
 
     pairs = load_dataset(cfg["data"])
+    scale_range = tuple(cfg["scale_range"]) if cfg.get("scale_range") else None
     log.info("%d training pairs, %d parameters", len(pairs), model.num_parameters())
     model.train()
     with open(out / "log.jsonl", "a") as logf, tqdm(total=cfg["steps"], initial=step, desc="train light") as bar:
         end = min(cfg["steps"], args.stop_after or cfg["steps"])
         while step < end:
-            ir, vis = (t.to(device) for t in sample_batch(pairs, cfg["batch_size"], cfg["crop"], rng))
+            ir, vis = (t.to(device) for t in sample_batch(pairs, cfg["batch_size"], cfg["crop"], rng, scale_range))
             t0 = time.perf_counter()
             loss, parts = fusion_loss(model(ir, vis), ir, vis, weights)
             opt.zero_grad(set_to_none=True)
