@@ -229,10 +229,10 @@ def cmd_eval_reward(args: argparse.Namespace) -> int:
         samples, ladders, keys = synthetic_eval_set(
             data, split=args.split, test_fraction=args.test_fraction, split_seed=args.split_seed, seed=args.seed,
             per_pair=args.per_pair, ladders_per_pair=args.ladders_per_pair, size=args.size or None,
-            max_pairs=args.max_pairs,
+            max_pairs=args.max_pairs, labels=args.labels,
         )
         extra["data"] = {"sets": [str(d) for d in data], "split": args.split, "pairs": keys,
-                         "resolution": args.size or "native"}
+                         "resolution": args.size or "native", "labels": args.labels}
     if args.rank_check:
         extra["rank_check"] = {}
         for d in data:
@@ -426,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-pair", type=int, default=8, help="synthetic samples per source pair")
     p.add_argument("--ladders-per-pair", type=int, default=2, help="strength ladders per pair (pairwise accuracy)")
     p.add_argument("--size", type=int, default=0, help="work at SIZE x SIZE instead of native resolution")
+    p.add_argument("--labels", default="relative", choices=("relative", "retention"),
+                   help="relative: every clean fusion scores 5; retention: clean fusions also lose Thermal and "
+                        "Texture points for the IR contrast and visible detail they do not keep")
     p.add_argument("--max-pairs", type=int, default=None)
     p.add_argument("--max-samples", type=int, default=None, help="HF folders: evaluate at most this many rows")
     p.add_argument("--hf-split", default="test", help="HF folders: which split")

@@ -261,3 +261,46 @@ def test_hf_export_accepts_original_naming(tmp_path):
     assert ds[0]["scores"].tolist() == [4.0, 3.5, 3.0, 2.0, 3.25]
     with pytest.raises(EvaFusionError, match="1..5"):
         export_hf({"test": [{**rec, "scores": [0, 1, 2, 3, 4]}]}, tmp_path / "bad")
+
+
+def _hot_and_textured_pair() -> tuple[torch.Tensor, torch.Tensor]:
+    """IR: a dim scene with a hot square. Visible: grey with fine texture that the IR image lacks."""
+    g = torch.Generator().manual_seed(0)
+    ir = torch.full((1, 64, 64), 0.2)
+    ir[:, 20:36, 20:36] = 0.9
+    vis = (0.45 + 0.15 * torch.randn(1, 64, 64, generator=g)).clamp(0, 1)
+    return ir, vis
+
+
+def test_retention_deficits_charge_what_a_fusion_leaves_out():
+    """Max keeps the hot target, the visible image keeps all detail, the average half of each,
+    the visible image alone none of the target and the IR image alone none of the detail."""
+    from evafusion_core.data.synthetic import retention_deficits
+
+    ir, vis = _hot_and_textured_pair()
+    thermal = {name: retention_deficits(f, ir, vis)[0]
+               for name, f in {"max": torch.maximum(ir, vis), "average": (ir + vis) / 2, "vis": vis}.items()}
+    assert thermal["max"] == pytest.approx(0.0, abs=0.02)
+    assert thermal["vis"] > 0.5 and thermal["average"] == pytest.approx(thermal["vis"] / 2, rel=0.1)
+    texture = {name: retention_deficits(f, ir, vis)[1] for name, f in {"vis": vis, "average": (ir + vis) / 2,
+                                                                         "ir": ir}.items()}
+    assert texture["vis"] == pytest.approx(0.0, abs=0.02)
+    assert texture["ir"] > 0.5 and texture["average"] == pytest.approx(texture["ir"] / 2, rel=0.1)
+
+
+def test_retention_labels_score_clean_fusions_by_what_they_keep(sources):
+    """Relative labels give every clean fusion 5; retention labels rank max above the average on
+    Thermal, leave Artifacts and Sharpness at 5, and stay monotone in every artifact's strength."""
+    p = sources[0]
+    t, o = DIMENSIONS.index("Thermal Retention"), DIMENSIONS.index("Overall")
+    assert torch.equal(make_sample(p, "average", [])["scores"], torch.full((5,), 5.0))
+    avg = make_sample(p, "average", [], labels="retention")["scores"]
+    mx = make_sample(p, "max", [], labels="retention")["scores"]
+    assert avg[t] < mx[t] <= 5 and avg[o] < 5
+    assert torch.equal(avg[2:4], torch.full((2,), 5.0))
+    for name in ("thermal_loss", "texture_loss", "blur"):
+        lad = ladder(p, "max", name, seed=5, labels="retention")
+        scores = torch.stack([s["scores"] for s in lad])
+        assert torch.all(scores[1:] <= scores[:-1] + 1e-6), (name, scores)
+    with pytest.raises(ValueError, match="labels"):
+        make_sample(p, "max", [], labels="absolute")

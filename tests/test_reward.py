@@ -244,6 +244,21 @@ def test_plcc_intervals_resample_source_pairs():
     assert hi_odd - lo_odd > ci["Overall"][1] - ci["Overall"][0]
 
 
+def test_within_method_plcc_ignores_differences_between_methods():
+    """Predictions that only know each method's mean correlate overall but not within a method."""
+    g = np.random.default_rng(1)
+    methods = ["average"] * 40 + ["max"] * 40 + ["tiny"] * 3
+    offset = np.array([0.0 if m == "max" else -1.5 for m in methods])
+    true = 4 + offset[:, None] + g.uniform(-0.5, 0.5, (83, 5))
+    method_means = 4 + offset[:, None] + np.zeros((83, 5))
+    blind = method_means + g.normal(0, 0.01, (83, 5))  # right per method, random within
+    assert ev.plcc(blind[:, 0], true[:, 0]) > 0.8
+    within = ev.within_group_plcc(blind, true, methods)
+    assert set(within) == set(DIMENSIONS) and all(abs(v) < 0.4 for v in within.values())
+    assert all(v == pytest.approx(1.0) for v in ev.within_group_plcc(true, true, methods).values())
+    assert math.isnan(ev.within_group_plcc(true, true, methods, min_size=100)["Overall"])  # all groups too small
+
+
 def test_dimension_map_metrics_hand_computed():
     truth = torch.zeros(4, 2, 2)
     truth[0, 0, 0] = 1.0  # Thermal damaged in one corner; the other three maps flat
@@ -452,10 +467,11 @@ def test_eval_reward_cli_on_synthetic_and_hf(model, demo_set, tmp_path):
     model.save_pretrained(tmp_path / "rm")
     rc = main(["eval-reward", "--data", str(demo_set), "--model", str(tmp_path / "rm"), "--device", "cpu",
                "--split", "all", "--per-pair", "2", "--ladders-per-pair", "1", "--examples", "1",
-               "--rank-check", "--out", str(tmp_path / "ev")])
+               "--rank-check", "--labels", "retention", "--out", str(tmp_path / "ev")])
     assert rc == 0
     res = json.loads((tmp_path / "ev" / "reward_eval.json").read_text())
     assert res["n_samples"] == 8 and res["pairwise"]["n_ladders"] == 4 and "speed" in res
+    assert res["data"]["labels"] == "retention"
     assert res["rank_check"][demo_set.name]["n_pairs"] == 4 and "overall" not in res["rank_check"][demo_set.name]
     assert "errors_by_group" in res and "method average" in res["errors_by_group"]
     assert "## Rank check" in (tmp_path / "ev" / "reward_eval.md").read_text()

@@ -59,6 +59,12 @@ P_GLOBAL = 0.15
 GLOBAL_OK = {"ghosting", "thermal_loss", "texture_loss", "noise", "blur", "blocking", "stripes", "colour_cast",
              "contrast_loss"}
 
+#: Visible-only detail of this mean amplitude (high-pass, 0..1 luma) or more is fully visible when lost.
+DETAIL_REFERENCE = 0.04
+#: Label schemes: "relative" scores artifacts against the clean fusion (every clean fusion scores 5);
+#: "retention" also charges a clean fusion the IR contrast and visible detail it did not keep.
+LABELS = ("relative", "retention")
+
 FUSION_BASELINES = ("light", "average", "max", "laplacian")
 PUBLISHED_METHODS = ("SeAFusion", "IFCNN", "DenseFuse")
 
@@ -409,19 +415,62 @@ def dimension_maps(effects: Iterable[Effect], size: tuple[int, int]) -> torch.Te
     return out.clamp(0, 1)
 
 
+def _area_weight(coverage: float) -> float:
+    """How much a region's size counts: a 30%+ region fully, a tiny one half."""
+    return 0.5 + 0.5 * min(1.0, math.sqrt(coverage / 0.3))
+
+
 def severity(effect: Effect) -> float:
-    """Strength times visibility, discounted for small regions (a 30%+ region counts fully, a tiny one half)."""
-    area = 0.5 + 0.5 * min(1.0, math.sqrt(effect.coverage / 0.3))
-    return effect.strength * effect.visibility * area
+    """Strength times visibility, discounted for small regions (see :func:`_area_weight`)."""
+    return effect.strength * effect.visibility * _area_weight(effect.coverage)
 
 
-def scores_for(effects: Iterable[Effect]) -> torch.Tensor:
+def _detail(x: torch.Tensor) -> torch.Tensor:
+    """Absolute high-pass of a luma [1,H,W]: the image minus its local mean over ~5 px at 256 px."""
+    k = 2 * max(1, round(2 * _scale(*x.shape[-2:]))) + 1
+    return (x - F.avg_pool2d(x.unsqueeze(0), k, stride=1, padding=k // 2, count_include_pad=False)[0]).abs()
+
+
+def retention_deficits(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> tuple[float, float]:
+    """Thermal and Texture deficits (0..1) of a fusion for what it fails to keep of its sources.
+
+    Fusion methods differ in how much of each source they keep: an average keeps half the IR
+    contrast of hot targets and half the visible detail, a maximum all of the one and less of
+    the other. A thermal-loss (texture-loss) artifact that leaves the same share is a real
+    loss, so the clean fusion is charged the same way: (1 - share kept) x visibility x area,
+    the form of :func:`severity` with strength = share lost. Hot targets are the top 10% of
+    the IR luma where it exceeds the visible by over 0.1; visible-only detail is the top 20%
+    of the visible high-pass where the IR's is under half of it. Visibility uses the gap and the
+    detail amplitude (references 0.15 as for thermal loss, and :data:`DETAIL_REFERENCE`).
+    """
+    fy, iy, vy = luma(fused.float()), luma(ir.float()), luma(vis.float())
+    gap = iy - vy
+    hot = (iy >= _quantile(iy, 0.9)) & (gap > 0.1)
+    thermal = 0.0
+    if hot.float().mean() >= 0.005:
+        share = float(((fy - vy) / gap)[hot].clamp(0, 1).mean())
+        visibility = min(1.0, float(gap[hot].mean()) / 0.15) ** 0.5
+        thermal = (1 - share) * visibility * _area_weight(float(hot.float().mean()))
+    dv, di = _detail(vy), _detail(iy)
+    only_vis = (dv >= _quantile(dv, 0.8)) & (di < 0.5 * dv)
+    texture = 0.0
+    if only_vis.float().mean() >= 0.005:
+        amplitude = float(dv[only_vis].mean())
+        share = min(1.0, float(_detail(fy)[only_vis].mean()) / max(amplitude, 1e-6))
+        visibility = min(1.0, amplitude / DETAIL_REFERENCE) ** 0.5
+        texture = (1 - share) * visibility * _area_weight(float(only_vis.float().mean()))
+    return thermal, texture
+
+
+def scores_for(effects: Iterable[Effect], base: Sequence[float] = (0.0, 0.0, 0.0, 0.0)) -> torch.Tensor:
     """Scores [5] on 1..5 in :data:`DIMENSIONS` order; monotone (non-increasing) in every strength.
 
-    Each dimension's deficit is the weighted sum of severities (clipped to 1); Overall's
-    deficit is half the worst dimension's plus half their mean. Clean images score 5.
+    Each dimension's deficit is ``base`` (what the clean fusion already lacks, see
+    :func:`retention_deficits`; zero for "relative" labels) plus the weighted sum of severities,
+    clipped to 1; Overall's deficit is half the worst dimension's plus half their mean. Clean
+    images score 5 under relative labels.
     """
-    deficit = np.zeros(4)
+    deficit = np.asarray(base, dtype=float).copy()
     for e in effects:
         deficit += np.asarray(ARTIFACT_WEIGHTS[e.name]) * severity(e)
     deficit = np.clip(deficit, 0.0, 1.0)
@@ -571,6 +620,8 @@ class SyntheticConfig:
     whole_fraction: float = 0.0
     whole_artifacts: tuple[str, ...] = ("thermal_loss", "texture_loss", "blur")
     whole_strength: tuple[float, float] = (0.5, 1.0)
+    #: One of :data:`LABELS`.
+    labels: str = "relative"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> SyntheticConfig:
@@ -590,19 +641,24 @@ def _clean_fused(pair: SourcePair, method: str, colour: bool) -> torch.Tensor:
 
 
 def make_sample(
-    pair: SourcePair, method: str, specs: Sequence[ArtifactSpec], *, colour: bool = True, flip: bool = False
+    pair: SourcePair, method: str, specs: Sequence[ArtifactSpec], *, colour: bool = True, flip: bool = False,
+    labels: str = "relative",
 ) -> dict[str, Any]:
-    """One labelled triple: fused (degraded by ``specs``), ir, vis, heatmap [1,H,W], scores [5] on 1..5."""
+    """One labelled triple: fused (degraded by ``specs``), ir, vis, heatmap [1,H,W], scores [5] on 1..5.
+    ``labels`` is one of :data:`LABELS`."""
+    if labels not in LABELS:
+        raise ValueError(f"labels must be one of {', '.join(LABELS)}; got {labels!r}")
     ir, vis = pair.get("ir"), pair.get("vis")
     clean = _clean_fused(pair, method, colour)
     fused, heat, effects = apply_artifacts(clean, ir, vis, specs)
+    base = (*retention_deficits(clean, ir, vis), 0.0, 0.0) if labels == "retention" else (0.0, 0.0, 0.0, 0.0)
     sample = {
         "fused": fused,
         "ir": ir,
         "vis": vis,
         "heatmap": heat,
         "dimension_maps": dimension_maps(effects, tuple(heat.shape[-2:])),
-        "scores": scores_for(effects),
+        "scores": scores_for(effects, base),
         "key": pair.key,
         "method": method,
         "artifacts": [(e.name, e.strength, e.coverage, e.visibility) for e in effects],
@@ -654,7 +710,7 @@ class SyntheticRewardData:
 
     def sample(self, index: int) -> dict[str, Any]:
         pair, method, specs, colour, flip = self.specs(index)
-        s = make_sample(pair, method, specs, colour=colour, flip=flip)
+        s = make_sample(pair, method, specs, colour=colour, flip=flip, labels=self.config.labels)
         s["index"] = int(index)
         return s
 
@@ -683,9 +739,10 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 def ladder(
     pair: SourcePair, method: str, name: str, seed: int, strengths: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
-    colour: bool = True,
+    colour: bool = True, labels: str = "relative",
 ) -> list[dict[str, Any]]:
     """The clean image followed by one artifact at rising strengths, same mask and parameters."""
-    out = [make_sample(pair, method, [], colour=colour)]
-    out += [make_sample(pair, method, [ArtifactSpec(name, s, seed)], colour=colour) for s in strengths]
+    out = [make_sample(pair, method, [], colour=colour, labels=labels)]
+    out += [make_sample(pair, method, [ArtifactSpec(name, s, seed)], colour=colour, labels=labels)
+            for s in strengths]
     return out

@@ -97,6 +97,24 @@ def plcc_intervals(pred: np.ndarray, true: np.ndarray, groups: Sequence[Any], *,
 # --------------------------------------------------------------------------------------------
 # heatmap metrics on 2-D numpy maps
 # --------------------------------------------------------------------------------------------
+def within_group_plcc(pred: np.ndarray, true: np.ndarray, groups: Sequence[Any], min_size: int = 10
+                      ) -> dict[str, float]:
+    """Per dimension, the mean PLCC among the samples of each group (groups under ``min_size`` skipped).
+
+    With the fusion method as the group this leaves out how methods differ from each other, which
+    labels that charge a method for what it fails to keep make easy to predict: what remains is how
+    well the model ranks damage within one method's images.
+    """
+    labels = np.asarray(groups)
+    out = {}
+    for k, name in enumerate(DIMENSIONS):
+        values = [plcc(pred[labels == g, k], true[labels == g, k]) for g in np.unique(labels)
+                  if (labels == g).sum() >= min_size]
+        values = [v for v in values if np.isfinite(v)]
+        out[name] = float(np.mean(values)) if values else float("nan")
+    return out
+
+
 def _f64(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().float().cpu().numpy()
@@ -333,6 +351,10 @@ def evaluate_reward(
     if None not in keys and len(set(keys)) > 1:
         for name, ci in plcc_intervals(pred, true, keys).items():
             result["scores"][name]["plcc_ci95"] = list(ci)
+    methods = [s.get("method") for s in samples]
+    if None not in methods and len(set(methods)) > 1:
+        for name, value in within_group_plcc(pred, true, methods).items():
+            result["scores"][name]["plcc_within_method"] = value
     maps = dimension_map_metrics(preds, samples)
     if maps:
         result["dimension_maps"] = maps
@@ -391,12 +413,18 @@ def _fmt(v: Any) -> str:
 
 def markdown_report(result: dict[str, Any]) -> str:
     lines = [f"# {result.get('title', 'reward model evaluation')}", "", f"{result['n_samples']} labelled images.", ""]
-    lines += ["## Scores", "", "| dimension | PLCC | SRCC | MAE (1-5) |", "|---|---|---|---|"]
+    within = "plcc_within_method" in result["scores"].get("Overall", {})
+    lines += ["## Scores", "", "| dimension | PLCC | SRCC | MAE (1-5) |" + (" PLCC within method |" if within else ""),
+              "|---|---|---|---|" + ("---|" if within else "")]
     for name, m in result["scores"].items():
         ci = f" ({m['plcc_ci95'][0]:.2f}-{m['plcc_ci95'][1]:.2f})" if "plcc_ci95" in m else ""
-        lines.append(f"| {name} | {_fmt(m['plcc'])}{ci} | {_fmt(m['srcc'])} | {_fmt(m['mae'])} |")
+        extra_col = f" {_fmt(m['plcc_within_method'])} |" if within else ""
+        lines.append(f"| {name} | {_fmt(m['plcc'])}{ci} | {_fmt(m['srcc'])} | {_fmt(m['mae'])} |{extra_col}")
     if any("plcc_ci95" in m for m in result["scores"].values()):
         lines += ["", "In brackets: 95% interval of PLCC when the source pairs are resampled (bootstrap, 1000 draws)."]
+    if within:
+        lines += ["", "Last column: mean PLCC among each fusion method's own images (how well damage is ranked "
+                  "within one method)."]
     h = result["heatmap"]
     lines += ["", "## Artifact heatmap", "",
               f"MSE all {_fmt(h['mse_all'])} ({h['n_images']} images), MSE on empty truth {_fmt(h['mse_empty'])} "
@@ -523,18 +551,21 @@ def synthetic_eval_set(
     size: int | None = None,
     methods: Sequence[str] | None = None,
     max_pairs: int | None = None,
+    labels: str = "relative",
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]], list[str]]:
     """Labelled synthetic samples and strength ladders from the held-out source pairs of ``set_dirs``.
 
     ``split``: ``test`` keeps the pairs the trainer held out (same ``test_fraction`` and
     ``split_seed``), ``all`` keeps every pair (for sets never trained on). ``size`` None works
-    at each pair's own resolution. Returns (samples, ladders, pair keys).
+    at each pair's own resolution. ``labels``: "relative" or "retention" (see
+    :data:`~evafusion_core.data.synthetic.LABELS`). Returns (samples, ladders, pair keys).
     """
     from ..data.synthetic import (
         ARTIFACTS,
         FUSION_BASELINES,
         PUBLISHED_METHODS,
+        SyntheticConfig,
         SyntheticRewardData,
         is_test_pair,
         ladder,
@@ -550,7 +581,7 @@ def synthetic_eval_set(
     pairs = pairs[: max_pairs or None]
     if not pairs:
         raise ValueError("no held-out pairs in " + ", ".join(str(d) for d in set_dirs))
-    data = SyntheticRewardData(pairs, seed=seed, length=per_pair * len(pairs))
+    data = SyntheticRewardData(pairs, seed=seed, config=SyntheticConfig(labels=labels), length=per_pair * len(pairs))
     samples = [data.sample(i) for i in range(len(data))]
     ladders = []
     g = np.random.default_rng([seed, 7])
@@ -558,5 +589,5 @@ def synthetic_eval_set(
         for name in g.choice(len(ARTIFACTS), size=min(ladders_per_pair, len(ARTIFACTS)), replace=False):
             method = sorted(p.fused)[int(g.integers(len(p.fused)))]
             seed_k, colour = int(g.integers(2**31)), bool(g.random() < 0.6)
-            ladders.append(ladder(p, method, ARTIFACTS[int(name)], seed_k, colour=colour))
+            ladders.append(ladder(p, method, ARTIFACTS[int(name)], seed_k, colour=colour, labels=labels))
     return samples, ladders, [p.key for p in pairs]
