@@ -60,8 +60,8 @@ def sample_batch(pairs, batch_size: int, crop: int, rng: random.Random,
 
     With ``scale_range`` each patch is taken at a scale drawn log-uniformly from that range, so the
     network sees targets spanning as many pixels as on larger cameras (M3FD's 1024x768) as well as on
-    the 640x480-class training images: ``light`` pools context at a fixed stride, which makes what it
-    keeps from each source depend on how many pixels a target covers.
+    the 640x480-class training images. (What ``light`` keeps of each source depends on that scale;
+    this augmentation alone did not change it, see docs/RESULTS.md.)
     """
     irs, viss = [], []
     for _ in range(batch_size):

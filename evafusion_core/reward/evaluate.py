@@ -94,9 +94,6 @@ def plcc_intervals(pred: np.ndarray, true: np.ndarray, groups: Sequence[Any], *,
     return {name: (float(lo[k]), float(hi[k])) for k, name in enumerate(DIMENSIONS[: pred.shape[1]])}
 
 
-# --------------------------------------------------------------------------------------------
-# heatmap metrics on 2-D numpy maps
-# --------------------------------------------------------------------------------------------
 def within_group_plcc(pred: np.ndarray, true: np.ndarray, groups: Sequence[Any], min_size: int = 10
                       ) -> dict[str, float]:
     """Per dimension, the mean PLCC among the samples of each group (groups under ``min_size`` skipped).
@@ -105,16 +102,19 @@ def within_group_plcc(pred: np.ndarray, true: np.ndarray, groups: Sequence[Any],
     labels that charge a method for what it fails to keep make easy to predict: what remains is how
     well the model ranks damage within one method's images.
     """
-    labels = np.asarray(groups)
+    keys = np.asarray(groups)
     out = {}
     for k, name in enumerate(DIMENSIONS):
-        values = [plcc(pred[labels == g, k], true[labels == g, k]) for g in np.unique(labels)
-                  if (labels == g).sum() >= min_size]
+        values = [plcc(pred[keys == g, k], true[keys == g, k]) for g in np.unique(keys)
+                  if (keys == g).sum() >= min_size]
         values = [v for v in values if np.isfinite(v)]
         out[name] = float(np.mean(values)) if values else float("nan")
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# heatmap metrics on 2-D numpy maps
+# --------------------------------------------------------------------------------------------
 def _f64(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().float().cpu().numpy()
