@@ -183,6 +183,17 @@ def test_whole_fraction_draws_whole_image_samples_and_leaves_old_streams_alone(s
     assert SyntheticConfig.from_dict({"whole_strength": [0.6, 0.9]}).whole_strength == (0.6, 0.9)
 
 
+def test_paired_samples_share_their_source_and_leave_old_streams_alone(sources):
+    plain = SyntheticRewardData(sources, seed=3)
+    paired = SyntheticRewardData(sources, seed=3, config=SyntheticConfig(paired=True))
+    assert [plain.specs(i) for i in range(0, 40, 2)] == [paired.specs(i) for i in range(0, 40, 2)]
+    same = lambda a, b: (a[0].key, a[1], a[3], a[4]) == (b[0].key, b[1], b[3], b[4])  # noqa: E731
+    specs = [paired.specs(i) for i in range(200)]
+    assert all(same(specs[k], specs[k + 1]) for k in range(0, 200, 2))
+    assert sum(same(specs[k], specs[k + 1]) for k in range(1, 199, 2)) < 40  # pairs are independent of each other
+    assert sum(specs[k][2] != specs[k + 1][2] for k in range(0, 200, 2)) > 80  # each draws its own artifacts
+
+
 def test_split_by_source_pair_has_no_overlap():
     keys = [f"set{k % 3}/img{k:04d}" for k in range(600)]
     pairs = [SourcePair(k, torch.zeros(1, 1, 1), torch.zeros(1, 1, 1), {"average": torch.zeros(1, 1, 1)}) for k in keys]

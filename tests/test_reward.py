@@ -547,3 +547,30 @@ def test_dimension_map_loss_trains_the_maps(demo_set, tmp_path):
     logged = [json.loads(line) for line in (tmp_path / "dm" / "log.jsonl").read_text().splitlines()]
     assert all(r["dimension_mse"] >= 0 and r["dimension_bce"] > 0 for r in logged)
     assert load_reward_model(str(tmp_path / "dm" / "final")).dimension_maps
+
+
+def test_pair_ranking_loss_is_least_at_the_labelled_differences():
+    from evafusion_core.reward.train import pair_ranking_loss
+
+    labels = torch.tensor([[5.0, 4.0, 3.0, 5.0, 4.5], [3.0, 4.0, 5.0, 4.0, 2.5]])
+    exact = (labels / 5.0).requires_grad_()
+    loss = pair_ranking_loss(exact, labels, [2.0, 1.0, 0.5, 1.0, 1.0])
+    loss.backward()
+    assert exact.grad.abs().max() < 1e-6  # the labelled differences are the minimum
+    swapped = pair_ranking_loss(labels.flip(0) / 5.0, labels, [2.0, 1.0, 0.5, 1.0, 1.0])
+    shifted = pair_ranking_loss(labels / 5.0 + 0.1, labels, [2.0, 1.0, 0.5, 1.0, 1.0])
+    assert swapped > loss + 0.1 and torch.isclose(shifted, loss)  # only differences within a pair count
+
+
+def test_pair_ranking_trains_on_paired_samples_and_refuses_unpaired_ones(demo_set, tmp_path):
+    from evafusion_core.reward.train import train
+
+    cfg = _tiny_cfg(demo_set, tmp_path / "pr")
+    cfg["loss"] = {**cfg["loss"], "pair_ranking": 1.0}
+    with pytest.raises(ValueError, match="synthetic.paired"):
+        train(cfg, device="cpu", progress=False)
+    assert not (tmp_path / "pr").exists()  # refused before anything is written
+    cfg["synthetic"] = {**cfg.get("synthetic", {}), "paired": True}
+    train(cfg, device="cpu", progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "pr" / "log.jsonl").read_text().splitlines()]
+    assert len(logged) == 4 and all(r["pair_ranking"] > 0 for r in logged)

@@ -622,6 +622,9 @@ class SyntheticConfig:
     whole_strength: tuple[float, float] = (0.5, 1.0)
     #: One of :data:`LABELS`.
     labels: str = "relative"
+    #: Sample ``2k + 1`` shows sample ``2k``'s source pair, method, colour and flip with its own artifacts, so a
+    #: batch holds pairs whose label differences come from the artifacts alone (``loss.pair_ranking``).
+    paired: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> SyntheticConfig:
@@ -691,10 +694,9 @@ class SyntheticRewardData:
     def specs(self, index: int) -> tuple[SourcePair, str, list[ArtifactSpec], bool, bool]:
         cfg = self.config
         g = np.random.default_rng([self.seed, int(index)])
-        pair = self.pairs[int(g.integers(len(self.pairs)))]
-        method = sorted(pair.fused)[int(g.integers(len(pair.fused)))]
-        colour = bool(g.random() < cfg.colour_prob)
-        flip = bool(cfg.flip and g.random() < 0.5)
+        pair, method, colour, flip = self._source(g)
+        if cfg.paired and index % 2:
+            pair, method, colour, flip = self._source(np.random.default_rng([self.seed, int(index) - 1]))
         specs: list[ArtifactSpec] = []
         if cfg.whole_fraction > 0 and g.random() < cfg.whole_fraction:  # drawn only when enabled: old streams stay
             name = cfg.whole_artifacts[int(g.integers(len(cfg.whole_artifacts)))]
@@ -707,6 +709,13 @@ class SyntheticRewardData:
             for k in names:
                 specs.append(ArtifactSpec(cfg.artifacts[int(k)], float(g.uniform(lo, hi)), int(g.integers(2**31))))
         return pair, method, specs, colour, flip
+
+    def _source(self, g: np.random.Generator) -> tuple[SourcePair, str, bool, bool]:
+        pair = self.pairs[int(g.integers(len(self.pairs)))]
+        method = sorted(pair.fused)[int(g.integers(len(pair.fused)))]
+        colour = bool(g.random() < self.config.colour_prob)
+        flip = bool(self.config.flip and g.random() < 0.5)
+        return pair, method, colour, flip
 
     def sample(self, index: int) -> dict[str, Any]:
         pair, method, specs, colour, flip = self.specs(index)

@@ -12,7 +12,9 @@ DIR=W`` and ``--synthetic-weight W``) that adds feedback folders written by the 
 and Compare Fusions nodes. ``init`` in the config starts from saved weights.
 Loss: MSE of the five sigmoid outputs against score/5 (optionally weighted per dimension),
 plus MSE and BCE of the heatmap, plus a Bradley-Terry ranking loss on Overall for
-pairwise preferences (``loss.ranking``, ``preference_batch`` pairs per step).
+pairwise preferences (``loss.ranking``, ``preference_batch`` pairs per step), and optionally
+the same on every dimension between synthetic samples of one source pair (``loss.pair_ranking``
+with ``synthetic.paired``).
 AdamW with linear warm-up and a cosine decay. Every step is logged to ``<out>/log.jsonl``;
 checkpoints (weights, optimiser, scheduler, step, RNG) are atomic, and a batch depends
 only on (seed, step, rank), so ``--resume`` continues a killed run exactly, and DataLoader
@@ -35,6 +37,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -259,14 +262,26 @@ class _PreferencePairs:
                 "weight": torch.tensor([w for _, w in chosen], dtype=torch.float32)}
 
 
-def ranking_loss(overall_a: torch.Tensor, overall_b: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+def ranking_loss(score_a: torch.Tensor, score_b: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                  sharpness: float = 2.0) -> torch.Tensor:
-    """Bradley-Terry loss on the Overall score (sigmoid outputs in 0..1, i.e. score/5): a one-point
-    difference on the 1-5 scale gives P(A better) = sigmoid(sharpness). Ties pull the two together."""
-    logits = sharpness * 5.0 * (overall_a - overall_b)
+    """Bradley-Terry loss on a score (sigmoid outputs in 0..1, i.e. score/5): a one-point difference on
+    the 1-5 scale gives P(A better) = sigmoid(sharpness). Ties pull the two together."""
+    logits = sharpness * 5.0 * (score_a - score_b)
     per = F.binary_cross_entropy_with_logits(logits, target.to(logits), reduction="none")
     w = weight.to(per)
     return (per * w).sum() / w.sum()
+
+
+def pair_ranking_loss(scores: torch.Tensor, labels: torch.Tensor, dim_weights: Sequence[float],
+                      sharpness: float = 2.0) -> torch.Tensor:
+    """Soft Bradley-Terry loss on every dimension between samples ``2k`` and ``2k + 1`` of a batch, which
+    share a source pair (``synthetic.paired``). The target is sigmoid(sharpness x labelled difference in
+    points), so the loss is least where the predicted difference equals the labelled one. It teaches the
+    order among one pair's images, which a per-sample MSE teaches only through the absolute scores."""
+    a, b = scores[0::2], scores[1::2]
+    target = torch.sigmoid(sharpness * (labels[0::2] - labels[1::2]))
+    weight = torch.as_tensor(dim_weights, dtype=a.dtype, device=a.device).expand_as(a)
+    return ranking_loss(a.flatten(), b.flatten(), target.flatten(), weight.flatten(), sharpness)
 
 
 def training_sources(cfg: dict[str, Any], hf: str | None = None) -> list[dict[str, Any]]:
@@ -331,6 +346,8 @@ def reward_panels(records: list[dict]) -> dict[str, dict[str, tuple[list, list]]
         panels["dimension maps MSE"] = {"mse": (steps, col("dimension_mse"))}
     if any("ranking" in r for r in records):
         panels["ranking loss (preferences)"] = {"bt": (steps, col("ranking"))}
+    if any("pair_ranking" in r for r in records):
+        panels["ranking loss (within source pairs)"] = {"bt": (steps, col("pair_ranking"))}
     vals = [r for r in records if "val" in r]
     if vals:
         vs = [r["step"] for r in vals]
@@ -386,6 +403,12 @@ def train(
     from ..data.synthetic import SyntheticConfig, SyntheticRewardData, is_test_pair
     from ..device import pick_device
 
+    weights = cfg.get("loss", {"score": 10.0, "heatmap_mse": 1.0, "heatmap_bce": 0.5})
+    pair_w, dim_w = float(weights.get("pair_ranking", 0.0)), weights.get("dim_weights", [1.0] * 5)
+    if pair_w and not (SyntheticConfig.from_dict(cfg.get("synthetic")).paired and int(cfg["batch_size"]) % 2 == 0
+                       and [s.get("kind") for s in training_sources(cfg, hf)] == ["synthetic"]):
+        raise ValueError("loss.pair_ranking needs synthetic.paired, an even batch_size and synthetic data as the only "
+                         "source (a mixed batch would not keep the pairs side by side)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -490,7 +513,6 @@ def train(
     if rank == 0:
         log.info("%d parameters, %d training items, world size %d, device %s", model.num_parameters(), n_train,
                  world, dev)
-    weights = cfg.get("loss", {"score": 10.0, "heatmap_mse": 1.0, "heatmap_bce": 0.5})
     bs = int(cfg["batch_size"])
     end = min(total, stop_after) if stop_after else total
     every, val_every = int(cfg.get("checkpoint_every", 100)), int(cfg.get("val_every", 0))
@@ -521,6 +543,10 @@ def train(
                                           b.get("dimension_maps"))
             else:
                 loss, parts = out_["scores"].sum() * 0.0, {}
+            if b and pair_w:
+                pair_l = pair_ranking_loss(out_["scores"][:n], b["scores"], dim_w)
+                loss = loss + pair_w * pair_l
+                parts["pair_ranking"] = pair_l.item()
             if pb:
                 overall = out_["scores"][n:, -1]
                 rank_l = ranking_loss(overall[:n_pref], overall[n_pref:], pb["target"], pb["weight"])
