@@ -315,3 +315,18 @@ def test_retention_labels_score_clean_fusions_by_what_they_keep(sources):
         assert torch.all(scores[1:] <= scores[:-1] + 1e-6), (name, scores)
     with pytest.raises(ValueError, match="labels"):
         make_sample(p, "max", [], labels="absolute")
+
+
+def test_retention_deficits_are_computed_once_per_clean_fusion(sources, monkeypatch):
+    import evafusion_core.data.synthetic as synthetic
+
+    p = SourcePair(sources[1].key, sources[1].ir, sources[1].vis, dict(sources[1].fused))
+    calls = []
+    real = synthetic.retention_deficits
+    monkeypatch.setattr(synthetic, "retention_deficits", lambda *a: calls.append(1) or real(*a))
+    first = make_sample(p, "average", [], colour=True, labels="retention")["scores"]
+    again = make_sample(p, "average", [ArtifactSpec("noise", 0.5, 3)], colour=True, labels="retention")["scores"]
+    make_sample(p, "average", [], colour=False, labels="retention")
+    assert len(calls) == 2 and set(p.deficits) == {("average", True), ("average", False)}
+    assert torch.allclose(first[:2], 5.0 - 4.0 * torch.tensor(p.deficits["average", True]), atol=0.05)
+    assert torch.all(again <= first)
