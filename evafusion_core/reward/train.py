@@ -489,8 +489,9 @@ def train(
             parts.append((_SyntheticBatches(SyntheticRewardData(train_pairs, seed=seed, config=syn), world), weight))
             n_train += len(train_pairs)
             if rank == 0 and test_pairs and cfg.get("val_samples", 0):
+                # unpaired: twice as many source pairs for the same count
                 vdata = SyntheticRewardData(test_pairs, seed=seed + 999, config=SyntheticConfig.from_dict(
-                    {**(cfg.get("synthetic") or {}), "flip": False}))
+                    {**(cfg.get("synthetic") or {}), "flip": False, "paired": False}))
                 val = [vdata.sample(i) for i in range(int(cfg["val_samples"]))]
             if rank == 0:
                 log.info("%d training pairs, %d held out", len(train_pairs), len(test_pairs))
