@@ -213,6 +213,7 @@ def cmd_eval_reward(args: argparse.Namespace) -> int:
     import torch
 
     from .data.hf_format import is_hf_folder, load_hf
+    from .data.synthetic import BENCHMARK_LABELS
     from .device import pick_device
     from .reward import load_reward_model
     from .reward.evaluate import evaluate_reward, rank_check, synthetic_eval_set
@@ -232,7 +233,7 @@ def cmd_eval_reward(args: argparse.Namespace) -> int:
             max_pairs=args.max_pairs, labels=args.labels,
         )
         extra["data"] = {"sets": [str(d) for d in data], "split": args.split, "pairs": keys,
-                         "resolution": args.size or "native", "labels": args.labels}
+                         "resolution": args.size or "native", "labels": args.labels or BENCHMARK_LABELS}
     if args.rank_check:
         extra["rank_check"] = {}
         for d in data:
@@ -426,9 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-pair", type=int, default=8, help="synthetic samples per source pair")
     p.add_argument("--ladders-per-pair", type=int, default=2, help="strength ladders per pair (pairwise accuracy)")
     p.add_argument("--size", type=int, default=0, help="work at SIZE x SIZE instead of native resolution")
-    p.add_argument("--labels", default="relative", choices=("relative", "retention"),
-                   help="relative: every clean fusion scores 5; retention: clean fusions also lose Thermal and "
-                        "Texture points for the IR contrast and visible detail they do not keep")
+    p.add_argument("--labels", default=None, choices=("relative", "retention"),
+                   help="relative: every clean fusion scores 5; retention (default, what the bundled model learnt): "
+                        "clean fusions also lose Thermal and Texture points for the IR contrast and visible detail "
+                        "they do not keep")
     p.add_argument("--max-pairs", type=int, default=None)
     p.add_argument("--max-samples", type=int, default=None, help="HF folders: evaluate at most this many rows")
     p.add_argument("--hf-split", default="test", help="HF folders: which split")

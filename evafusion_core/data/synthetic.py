@@ -64,6 +64,9 @@ DETAIL_REFERENCE = 0.04
 #: Label schemes: "relative" scores artifacts against the clean fusion (every clean fusion scores 5);
 #: "retention" also charges a clean fusion the IR contrast and visible detail it did not keep.
 LABELS = ("relative", "retention")
+#: The scheme the bundled reward model was trained on and is benchmarked with (``eval-reward``'s default).
+#: Configs without ``synthetic.labels`` keep meaning "relative", as when they were written.
+BENCHMARK_LABELS = "retention"
 
 FUSION_BASELINES = ("light", "average", "max", "laplacian")
 PUBLISHED_METHODS = ("SeAFusion", "IFCNN", "DenseFuse")

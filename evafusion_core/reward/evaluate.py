@@ -551,7 +551,7 @@ def synthetic_eval_set(
     size: int | None = None,
     methods: Sequence[str] | None = None,
     max_pairs: int | None = None,
-    labels: str = "relative",
+    labels: str | None = None,
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]], list[str]]:
     """Labelled synthetic samples and strength ladders from the held-out source pairs of ``set_dirs``.
@@ -559,10 +559,12 @@ def synthetic_eval_set(
     ``split``: ``test`` keeps the pairs the trainer held out (same ``test_fraction`` and
     ``split_seed``), ``all`` keeps every pair (for sets never trained on). ``size`` None works
     at each pair's own resolution. ``labels``: "relative" or "retention" (see
-    :data:`~evafusion_core.data.synthetic.LABELS`). Returns (samples, ladders, pair keys).
+    :data:`~evafusion_core.data.synthetic.LABELS`; None: the benchmark's, ``BENCHMARK_LABELS``).
+    Returns (samples, ladders, pair keys).
     """
     from ..data.synthetic import (
         ARTIFACTS,
+        BENCHMARK_LABELS,
         FUSION_BASELINES,
         PUBLISHED_METHODS,
         SyntheticConfig,
@@ -572,6 +574,7 @@ def synthetic_eval_set(
         load_sources,
     )
 
+    labels = labels or BENCHMARK_LABELS
     if split not in ("test", "all"):
         raise ValueError(f"split must be 'test' or 'all', got {split!r}")
     pairs = load_sources(set_dirs, tuple(methods or FUSION_BASELINES + PUBLISHED_METHODS), size=size,
