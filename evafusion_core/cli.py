@@ -227,13 +227,14 @@ def cmd_eval_reward(args: argparse.Namespace) -> int:
         samples, ladders = [ds[i] for i in range(n)], []
         extra["data"] = {"hf": str(data[0]), "split": args.hf_split}
     else:
+        labels = args.labels or BENCHMARK_LABELS
         samples, ladders, keys = synthetic_eval_set(
             data, split=args.split, test_fraction=args.test_fraction, split_seed=args.split_seed, seed=args.seed,
             per_pair=args.per_pair, ladders_per_pair=args.ladders_per_pair, size=args.size or None,
-            max_pairs=args.max_pairs, labels=args.labels,
+            max_pairs=args.max_pairs, labels=labels,
         )
         extra["data"] = {"sets": [str(d) for d in data], "split": args.split, "pairs": keys,
-                         "resolution": args.size or "native", "labels": args.labels or BENCHMARK_LABELS}
+                         "resolution": args.size or "native", "labels": labels}
     if args.rank_check:
         extra["rank_check"] = {}
         for d in data:
