@@ -89,6 +89,25 @@ def test_batch_equals_single(model):
     assert torch.allclose(batch["heatmap"][1:2], one["heatmap"], atol=1e-5)
 
 
+def test_test_time_flip_averages_the_mirrored_pass_and_is_saved(model, tmp_path):
+    torch.manual_seed(1)
+    n = model.image_size // model.heatmap_stride  # the decoder's resolution: predict() resizes nothing
+    x = (torch.rand(2, 3, n, n), torch.rand(2, 1, n, n), torch.rand(2, 3, n, n))
+    plain = model.predict(*x)
+    mirrored = model.predict(*(t.flip(-1) for t in x))
+    assert not torch.allclose(plain["scores"], mirrored["scores"], atol=1e-4)  # the flip is not a no-op
+
+    flip = create_reward_model("small", **TINY, test_time_flip=True).eval()
+    flip.load_state_dict(model.state_dict())
+    got = flip.predict(*x)
+    assert torch.allclose(got["scores"], (plain["scores"] + mirrored["scores"]) / 2, atol=1e-5)
+    assert torch.allclose(got["heatmap"], (plain["heatmap"] + mirrored["heatmap"].flip(-1)) / 2, atol=1e-5)
+    flip.save_pretrained(tmp_path / "flip")
+    assert json.loads((tmp_path / "flip" / "config.json").read_text())["test_time_flip"] is True
+    assert load_reward_model(str(tmp_path / "flip")).test_time_flip is True
+    assert load_reward_model(str(tmp_path / "flip")).predict(*x)["scores"].allclose(got["scores"], atol=1e-6)
+
+
 def test_save_and_load_round_trip_through_hub(model, tmp_path):
     from evafusion_core.errors import ModelLoadError
     from evafusion_core.hub import load_pretrained
@@ -574,3 +593,27 @@ def test_pair_ranking_trains_on_paired_samples_and_refuses_unpaired_ones(demo_se
     train(cfg, device="cpu", progress=False)
     logged = [json.loads(line) for line in (tmp_path / "pr" / "log.jsonl").read_text().splitlines()]
     assert len(logged) == 4 and all(r["pair_ranking"] > 0 for r in logged)
+
+
+def test_soup_script_averages_weights_and_refuses_mixed_configs_and_overwrites(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("soup_reward", REPO / "training" / "soup_reward.py")
+    soup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soup)
+    a, b = tiny_model(0), tiny_model(1)
+    a.save_pretrained(tmp_path / "a")
+    b.save_pretrained(tmp_path / "b")
+    assert soup.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")]) == 0
+    got = load_reward_model(str(tmp_path / "ab")).state_dict()
+    name = "heads.0.2.weight"
+    assert torch.allclose(got[name], (a.state_dict()[name] + b.state_dict()[name]) / 2)
+    assert not torch.allclose(got[name], a.state_dict()[name])
+
+    create_reward_model("small", **{**TINY, "decoder_dim": 8}).save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="other: config differs"):
+        soup.soup([tmp_path / "a", tmp_path / "other"])
+    before = (tmp_path / "ab" / "model.safetensors").read_bytes()
+    with pytest.raises(SystemExit):
+        soup.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")])
+    assert (tmp_path / "ab" / "model.safetensors").read_bytes() == before

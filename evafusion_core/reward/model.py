@@ -152,11 +152,15 @@ class RewardModel(
         pretrained_backbone: bool = False,
         pixel_channels: list[int] | tuple[int, ...] | None = None,
         dimension_maps: bool = False,
+        test_time_flip: bool = False,
     ) -> None:
         super().__init__()
         import timm
 
         self.image_size = int(image_size)
+        # predict() also scores the mirrored triple and averages the two: a scene has no handedness,
+        # so where the two passes disagree, both are the model's error, and the average is closer.
+        self.test_time_flip = bool(test_time_flip)
         self.backbone = timm.create_model(
             backbone, pretrained=pretrained_backbone, features_only=True, out_indices=tuple(feature_indices),
             **(backbone_kwargs or {}),
@@ -318,6 +322,22 @@ class RewardModel(
         out["scores"] = torch.cat([torch.sigmoid(head(pooled)) for head in self.heads], dim=-1)
         return out
 
+    def _probabilities(self, fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Scores in 0..1 and heatmap (and dimension map) probabilities at the decoder's resolution;
+        with ``test_time_flip``, averaged with the mirrored triple's (maps mirrored back)."""
+        out = self(fused, ir, vis)
+        probs = {"scores": out["scores"].float(), "heatmap": torch.sigmoid(out["heatmap_logits"].float())}
+        if "dimension_logits" in out:
+            probs["dimension_maps"] = torch.sigmoid(out["dimension_logits"].float())
+        if self.test_time_flip:
+            mirrored = self(fused.flip(-1), ir.flip(-1), vis.flip(-1))
+            probs["scores"] = (probs["scores"] + mirrored["scores"].float()) / 2
+            probs["heatmap"] = (probs["heatmap"] + torch.sigmoid(mirrored["heatmap_logits"].float()).flip(-1)) / 2
+            if "dimension_maps" in probs:
+                flipped = torch.sigmoid(mirrored["dimension_logits"].float()).flip(-1)
+                probs["dimension_maps"] = (probs["dimension_maps"] + flipped) / 2
+        return probs
+
     @torch.no_grad()
     def predict(self, fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scores on the 1..5 scale (one [B] tensor per dimension, and ``scores`` [B,5]),
@@ -325,16 +345,15 @@ class RewardModel(
         ``dimension_maps`` [B,4,H,W] (Thermal, Texture, Artifacts, Sharpness)."""
         device = next(self.parameters()).device
         fused, ir, vis = (promote_rgb(t, n).to(device) for t, n in ((fused, "fused"), (ir, "ir"), (vis, "vis")))
-        out = self(fused, ir, vis)
-        scores = (out["scores"].float() * 5.0).clamp(1.0, 5.0).cpu()
-        heat = torch.sigmoid(out["heatmap_logits"].float())
-        heat = F.interpolate(heat, size=fused.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1).cpu()
+        probs = self._probabilities(fused, ir, vis)
+        scores = (probs["scores"] * 5.0).clamp(1.0, 5.0).cpu()
+        size = fused.shape[-2:]
+        heat = F.interpolate(probs["heatmap"], size=size, mode="bilinear", align_corners=False).clamp(0, 1).cpu()
         result = {name: scores[:, k] for k, name in enumerate(DIMENSIONS)}
         result["scores"] = scores
         result["heatmap"] = heat
-        if "dimension_logits" in out:
-            maps = torch.sigmoid(out["dimension_logits"].float())
-            maps = F.interpolate(maps, size=fused.shape[-2:], mode="bilinear", align_corners=False)
+        if "dimension_maps" in probs:
+            maps = F.interpolate(probs["dimension_maps"], size=size, mode="bilinear", align_corners=False)
             result["dimension_maps"] = maps.clamp(0, 1).cpu()
         return result
 
