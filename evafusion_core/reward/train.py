@@ -105,14 +105,20 @@ def _map_losses(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
     return F.mse_loss(torch.sigmoid(logits), target), F.binary_cross_entropy_with_logits(logits, target)
 
 
+def dimension_weights(weights: dict[str, Any]) -> list[float]:
+    """The per-dimension weights of the score losses (``loss.dim_weights``); all 1 when not given."""
+    from .model import DIMENSIONS
+
+    return [float(w) for w in weights.get("dim_weights") or [1.0] * len(DIMENSIONS)]
+
+
 def reward_loss(out: dict[str, torch.Tensor], scores: torch.Tensor, heatmap: torch.Tensor,
                 weights: dict[str, float], dimension_maps: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """MSE on score/5 (per dimension, averaged), heatmap MSE and BCE at the decoder's resolution, and
     the same for the dimension maps when the model predicts them and the batch has them (weights
     ``dimension_mse`` and ``dimension_bce``, by default the heatmap's)."""
-    dim_w = torch.as_tensor(weights.get("dim_weights", [1.0] * scores.shape[1]), dtype=scores.dtype,
-                            device=scores.device)
+    dim_w = torch.as_tensor(dimension_weights(weights), dtype=scores.dtype, device=scores.device)
     score_mse = ((out["scores"] - scores / 5.0).square().mean(0) * dim_w).sum() / dim_w.sum()
     heat_mse, heat_bce = _map_losses(out["heatmap_logits"], heatmap)
     loss = weights.get("score", 1.0) * score_mse + weights.get("heatmap_mse", 1.0) * heat_mse
@@ -404,7 +410,7 @@ def train(
     from ..device import pick_device
 
     weights = cfg.get("loss", {"score": 10.0, "heatmap_mse": 1.0, "heatmap_bce": 0.5})
-    pair_w, dim_w = float(weights.get("pair_ranking", 0.0)), weights.get("dim_weights", [1.0] * 5)
+    pair_w, dim_w = float(weights.get("pair_ranking", 0.0)), dimension_weights(weights)
     if pair_w and not (SyntheticConfig.from_dict(cfg.get("synthetic")).paired and int(cfg["batch_size"]) % 2 == 0
                        and [s.get("kind") for s in training_sources(cfg, hf)] == ["synthetic"]):
         raise ValueError("loss.pair_ranking needs synthetic.paired, an even batch_size and synthetic data as the only "
