@@ -613,6 +613,9 @@ def test_soup_script_averages_weights_and_refuses_mixed_configs_and_overwrites(t
     create_reward_model("small", **{**TINY, "decoder_dim": 8}).save_pretrained(tmp_path / "other")
     with pytest.raises(ValueError, match="other: config differs"):
         soup.soup([tmp_path / "a", tmp_path / "other"])
+    with pytest.raises(SystemExit):  # a usage error naming the folder, not a traceback
+        soup.main([str(tmp_path / "a"), str(tmp_path / "missing"), "--out", str(tmp_path / "am")])
+    assert not (tmp_path / "am").exists()
     before = (tmp_path / "ab" / "model.safetensors").read_bytes()
     with pytest.raises(SystemExit):
         soup.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")])

@@ -20,6 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from evafusion_core.errors import ModelLoadError  # noqa: E402
 from evafusion_core.reward import RewardModel, load_reward_model  # noqa: E402
 
 
@@ -54,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.out.exists():
         p.error(f"{args.out} already exists; choose a new folder (nothing is overwritten)")
-    soup(args.folders).save_pretrained(args.out)
+    try:
+        model = soup(args.folders)
+    except (ValueError, ModelLoadError) as exc:
+        p.error(str(exc))
+    model.save_pretrained(args.out)
     print(f"wrote the mean of {len(args.folders)} models to {args.out}")
     return 0
 
