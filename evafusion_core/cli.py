@@ -420,8 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default="out/eval_reward",
                    help="where reward_eval.json, reward_eval.md (with errors by artifact) and example overlays go")
-    p.add_argument("--split", default="test", choices=("test", "all"),
-                   help="test: the source pairs training held out; all: every pair (sets never trained on)")
+    p.add_argument("--split", default="test", choices=("test", "all", "train"),
+                   help="test: the source pairs training held out; all: every pair (sets never trained on); "
+                        "train: the pairs training saw")
     p.add_argument("--test-fraction", type=float, default=0.15, help="as in the training config's split")
     p.add_argument("--split-seed", type=int, default=0, help="as in the training config's split")
     p.add_argument("--seed", type=int, default=1234, help="seed of the synthetic evaluation samples")

@@ -108,6 +108,28 @@ def test_test_time_flip_averages_the_mirrored_pass_and_is_saved(model, tmp_path)
     assert load_reward_model(str(tmp_path / "flip")).predict(*x)["scores"].allclose(got["scores"], atol=1e-6)
 
 
+def test_heatmap_blur_smooths_the_returned_heatmap_only_and_is_saved(model, tmp_path):
+    torch.manual_seed(2)
+    x = (torch.rand(1, 3, 48, 64), torch.rand(1, 1, 48, 64), torch.rand(1, 3, 48, 64))
+    plain = model.predict(*x)
+    blur = create_reward_model("small", **TINY, heatmap_blur=0.05).eval()
+    blur.load_state_dict(model.state_dict())
+    got = blur.predict(*x)
+    assert torch.equal(got["scores"], plain["scores"])  # the heads read the unsmoothed map
+    assert got["heatmap"].shape == plain["heatmap"].shape == (1, 1, 48, 64)
+    # smoothing spreads the map: less spatial variance, the same mean within interpolation error
+    assert got["heatmap"].std() < 0.9 * plain["heatmap"].std()
+    assert abs(float(got["heatmap"].mean() - plain["heatmap"].mean())) < 0.02
+    with torch.no_grad():
+        heat = blur._probabilities(*x)["heatmap"]
+    assert blur.output_heatmap(heat, (48, 64), blur=0.0).allclose(plain["heatmap"], atol=1e-6)
+    blur.save_pretrained(tmp_path / "blur")
+    assert json.loads((tmp_path / "blur" / "config.json").read_text())["heatmap_blur"] == 0.05
+    assert load_reward_model(str(tmp_path / "blur")).predict(*x)["heatmap"].allclose(got["heatmap"], atol=1e-6)
+    with pytest.raises(ValueError, match="heatmap_blur"):
+        create_reward_model("small", **TINY, heatmap_blur=-0.1)
+
+
 def test_save_and_load_round_trip_through_hub(model, tmp_path):
     from evafusion_core.errors import ModelLoadError
     from evafusion_core.hub import load_pretrained
@@ -478,6 +500,58 @@ def test_score_cli_json_and_heatmaps(model, demo_set, tmp_path, capsys):
     assert rc == 0 and list(json.loads((tmp_path / "one.json").read_text())["images"]) == ["p1"]
 
 
+def test_heatmap_by_artifact_groups_single_and_several_artifacts():
+    from evafusion_core.data.synthetic import ArtifactSpec, SourcePair, make_sample
+
+    g = torch.Generator().manual_seed(0)
+    u8 = lambda t: t.mul(255).round().to(torch.uint8)
+    pair = SourcePair("d/p", u8(torch.rand(1, 48, 64, generator=g)), u8(torch.rand(3, 48, 64, generator=g)),
+                      {"avg": u8(torch.rand(1, 48, 64, generator=g))})
+    specs = [[ArtifactSpec("halo", 0.8, 1)], [ArtifactSpec("noise", 0.8, 2)], [ArtifactSpec("noise", 0.6, 3)],
+             [ArtifactSpec("halo", 0.8, 4), ArtifactSpec("noise", 0.8, 5)], []]
+    samples = [make_sample(pair, "avg", sp, colour=False) for sp in specs]
+    perfect = [{"heatmap": s["heatmap"]} for s in samples]
+    flat = [{"heatmap": torch.zeros_like(s["heatmap"])} for s in samples]
+    good, none = ev.heatmap_by_artifact(perfect, samples), ev.heatmap_by_artifact(flat, samples)
+    assert set(good) <= {"halo", "noise", "several"} and "clean" not in good
+    assert all(m["auc_judd"] > 0.99 for m in good.values())
+    assert all(abs(m["auc_judd"] - 0.5) < 0.05 for m in none.values())
+    assert sum(m["n"] for m in good.values()) <= 4
+
+
+def test_synthetic_eval_set_train_split_is_the_pairs_training_saw(demo_set):
+    def keys(split: str, fraction: float) -> list[str]:
+        return ev.synthetic_eval_set([demo_set], split=split, test_fraction=fraction, per_pair=1,
+                                     ladders_per_pair=0, progress=False)[2]
+
+    every = keys("all", 0.5)
+    assert len(every) == 4
+    assert keys("train", 0.0) == every  # nothing held out: training saw every pair
+    assert keys("test", 1.0) == every
+    with pytest.raises(ValueError, match="no train pairs"):
+        keys("train", 1.0)
+    with pytest.raises(ValueError, match="no test pairs"):
+        keys("test", 0.0)
+
+
+def test_tune_heatmap_blur_picks_by_auc_within_the_cc_tolerance(model, demo_set, tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "training"))
+    import tune_heatmap_blur as tune
+
+    table = {0.0: {"cc": 0.80, "auc_judd": 0.94}, 0.01: {"cc": 0.79, "auc_judd": 0.95},
+             0.05: {"cc": 0.70, "auc_judd": 0.97}}
+    assert tune.choose(table, 0.02) == 0.01  # 0.05 has the best AUC but costs too much CC
+    assert tune.choose(table, 0.2) == 0.05
+    model.save_pretrained(tmp_path / "rm")
+    rc = tune.main(["--model", str(tmp_path / "rm"), "--data", str(demo_set), "--size", "32", "--per-pair", "3",
+                    "--sigmas", "0", "0.05", "--device", "cpu", "--json", str(tmp_path / "blur.json")])
+    assert rc == 0
+    res = json.loads((tmp_path / "blur.json").read_text())
+    assert set(res["table"]) == {"0.0", "0.05"} and res["choice"] in (0.0, 0.05)
+    assert all(0.0 <= m["auc_judd"] <= 1.0 for m in res["table"].values())
+    assert "choice: heatmap_blur" in capsys.readouterr().out
+
+
 def test_eval_reward_cli_on_synthetic_and_hf(model, demo_set, tmp_path):
     pytest.importorskip("datasets")
     from evafusion_core.cli import main
@@ -494,6 +568,8 @@ def test_eval_reward_cli_on_synthetic_and_hf(model, demo_set, tmp_path):
     assert res["rank_check"][demo_set.name]["n_pairs"] == 4 and "overall" not in res["rank_check"][demo_set.name]
     assert "errors_by_group" in res and "method average" in res["errors_by_group"]
     assert "## Rank check" in (tmp_path / "ev" / "reward_eval.md").read_text()
+    assert res["heatmap_by_artifact"] and all(0 <= m["auc_judd"] <= 1 for m in res["heatmap_by_artifact"].values())
+    assert "By artifact" in (tmp_path / "ev" / "reward_eval.md").read_text()
     lo, hi = res["scores"]["Overall"]["plcc_ci95"]  # four source pairs: an interval around the estimate
     assert lo <= res["scores"]["Overall"]["plcc"] <= hi
     from evafusion_core.data.synthetic import SourcePair, SyntheticRewardData

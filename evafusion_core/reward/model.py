@@ -153,6 +153,7 @@ class RewardModel(
         pixel_channels: list[int] | tuple[int, ...] | None = None,
         dimension_maps: bool = False,
         test_time_flip: bool = False,
+        heatmap_blur: float = 0.0,
     ) -> None:
         super().__init__()
         import timm
@@ -161,6 +162,13 @@ class RewardModel(
         # predict() also scores the mirrored triple and averages the two: a scene has no handedness,
         # so where the two passes disagree, both are the model's error, and the average is closer.
         self.test_time_flip = bool(test_time_flip)
+        # predict() smooths the heatmap it returns with a Gaussian of this sigma (a fraction of the image
+        # side): the decoder's map is sharper than its certainty about where damage ends, and a smoothed
+        # map ranks the faint edges of a damaged region above undamaged pixels more often. The heads read
+        # the unsmoothed map, so scores do not change. Chosen on training pairs (training/tune_heatmap_blur.py).
+        if not 0.0 <= heatmap_blur < 0.5:
+            raise ValueError(f"heatmap_blur must be in [0, 0.5) (a fraction of the image side), got {heatmap_blur}")
+        self.heatmap_blur = float(heatmap_blur)
         self.backbone = timm.create_model(
             backbone, pretrained=pretrained_backbone, features_only=True, out_indices=tuple(feature_indices),
             **(backbone_kwargs or {}),
@@ -338,6 +346,19 @@ class RewardModel(
                 probs["dimension_maps"] = (probs["dimension_maps"] + flipped) / 2
         return probs
 
+    def output_heatmap(self, heat: torch.Tensor, size: tuple[int, int] | torch.Size,
+                       blur: float | None = None) -> torch.Tensor:
+        """The decoder's heatmap probabilities [B,1,h,w] as predict() returns them: smoothed by
+        ``blur`` (default: the model's ``heatmap_blur``) at the decoder's resolution, resized to
+        ``size``, on the CPU."""
+        blur = self.heatmap_blur if blur is None else blur
+        heat = heat.float().cpu()
+        if blur > 0:
+            from ..data.synthetic import gaussian_blur
+
+            heat = gaussian_blur(heat, blur * min(heat.shape[-2:]))
+        return F.interpolate(heat, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1)
+
     @torch.no_grad()
     def predict(self, fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scores on the 1..5 scale (one [B] tensor per dimension, and ``scores`` [B,5]),
@@ -348,7 +369,7 @@ class RewardModel(
         probs = self._probabilities(fused, ir, vis)
         scores = (probs["scores"] * 5.0).clamp(1.0, 5.0).cpu()
         size = fused.shape[-2:]
-        heat = F.interpolate(probs["heatmap"], size=size, mode="bilinear", align_corners=False).clamp(0, 1).cpu()
+        heat = self.output_heatmap(probs["heatmap"], size)
         result = {name: scores[:, k] for k, name in enumerate(DIMENSIONS)}
         result["scores"] = scores
         result["heatmap"] = heat
