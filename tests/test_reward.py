@@ -657,6 +657,28 @@ def test_pair_ranking_loss_is_least_at_the_labelled_differences():
     assert swapped > loss + 0.1 and torch.isclose(shifted, loss)  # only differences within a pair count
 
 
+def test_heatmap_rank_loss_asks_every_marked_pixel_to_rank_above_the_unmarked(demo_set, tmp_path):
+    from evafusion_core.reward.train import heatmap_rank_loss, train
+
+    truth = torch.zeros(3, 1, 32, 32)
+    truth[0, 0, 4:12, 4:12] = 1.0
+    truth[1, 0, 20:30, 2:9] = 0.05  # faint damage counts as much as strong damage
+    logits = torch.randn(3, 1, 16, 16, requires_grad=True)  # the truth is pooled to the decoder's resolution
+    loss = heatmap_rank_loss(logits, truth)
+    loss.backward()
+    assert logits.grad[2].abs().max() == 0  # an image with nothing marked adds nothing
+    pooled = torch.nn.functional.adaptive_avg_pool2d(truth, (16, 16))
+    right = torch.where(pooled > 0, 1.0, -1.0) * 4
+    assert heatmap_rank_loss(right, truth) < 0.05 < 4 < heatmap_rank_loss(-right, truth)
+    assert heatmap_rank_loss(logits, torch.zeros_like(truth)) == 0
+
+    cfg = _tiny_cfg(demo_set, tmp_path / "hr")
+    cfg["loss"] = {**cfg["loss"], "heatmap_rank": 0.3}
+    train(cfg, device="cpu", progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "hr" / "log.jsonl").read_text().splitlines()]
+    assert all(r["heatmap_rank"] >= 0 for r in logged) and any(r["heatmap_rank"] > 0 for r in logged)
+
+
 def test_pair_ranking_trains_on_paired_samples_and_refuses_unpaired_ones(demo_set, tmp_path):
     from evafusion_core.reward.train import train
 

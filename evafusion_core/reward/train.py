@@ -105,6 +105,29 @@ def _map_losses(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
     return F.mse_loss(torch.sigmoid(logits), target), F.binary_cross_entropy_with_logits(logits, target)
 
 
+def heatmap_rank_loss(logits: torch.Tensor, target: torch.Tensor, per_side: int = 256) -> torch.Tensor:
+    """Logistic loss on each damaged pixel's logit minus each undamaged pixel's, per image.
+
+    AUC-Judd asks that every pixel the truth marks (however faintly) rank above the unmarked ones;
+    MSE and BCE barely care about a faint edge at 0.05 against a clean pixel at 0.02, this loss does.
+    Up to ``per_side`` evenly spaced pixels of each kind (deterministic); images whose pooled truth is
+    empty or covers everything are skipped. Zero when no image has both kinds."""
+    if target.shape[-2:] != logits.shape[-2:]:
+        target = F.adaptive_avg_pool2d(target, logits.shape[-2:])
+    from .evaluate import FIXATION_THRESHOLD
+
+    losses = []
+    for z, t in zip(logits.flatten(1), target.flatten(1)):
+        marked = t > FIXATION_THRESHOLD
+        pos, neg = z[marked], z[~marked]
+        if not len(pos) or not len(neg):
+            continue
+        pos = pos[torch.linspace(0, len(pos) - 1, min(per_side, len(pos)), device=z.device).long()]
+        neg = neg[torch.linspace(0, len(neg) - 1, min(per_side, len(neg)), device=z.device).long()]
+        losses.append(F.softplus(neg[None, :] - pos[:, None]).mean())
+    return torch.stack(losses).mean() if losses else logits.sum() * 0.0
+
+
 def dimension_weights(weights: dict[str, Any]) -> list[float]:
     """The per-dimension weights of the score losses (``loss.dim_weights``); all 1 when not given."""
     from .model import DIMENSIONS
@@ -115,7 +138,8 @@ def dimension_weights(weights: dict[str, Any]) -> list[float]:
 def reward_loss(out: dict[str, torch.Tensor], scores: torch.Tensor, heatmap: torch.Tensor,
                 weights: dict[str, float], dimension_maps: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """MSE on score/5 (per dimension, averaged), heatmap MSE and BCE at the decoder's resolution, and
+    """MSE on score/5 (per dimension, averaged), heatmap MSE and BCE at the decoder's resolution (and
+    with weight ``heatmap_rank`` the ranking loss of :func:`heatmap_rank_loss`), and
     the same for the dimension maps when the model predicts them and the batch has them (weights
     ``dimension_mse`` and ``dimension_bce``, by default the heatmap's)."""
     dim_w = torch.as_tensor(dimension_weights(weights), dtype=scores.dtype, device=scores.device)
@@ -124,6 +148,10 @@ def reward_loss(out: dict[str, torch.Tensor], scores: torch.Tensor, heatmap: tor
     loss = weights.get("score", 1.0) * score_mse + weights.get("heatmap_mse", 1.0) * heat_mse
     loss = loss + weights.get("heatmap_bce", 0.0) * heat_bce
     parts = {"score_mse": score_mse.item(), "heatmap_mse": heat_mse.item(), "heatmap_bce": heat_bce.item()}
+    if weights.get("heatmap_rank", 0.0):
+        rank = heatmap_rank_loss(out["heatmap_logits"], heatmap)
+        loss = loss + weights["heatmap_rank"] * rank
+        parts["heatmap_rank"] = rank.item()
     if "dimension_logits" in out and dimension_maps is not None:
         dmse, dbce = _map_losses(out["dimension_logits"], dimension_maps)
         loss = loss + weights.get("dimension_mse", weights.get("heatmap_mse", 1.0)) * dmse
