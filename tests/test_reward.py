@@ -121,7 +121,7 @@ def test_heatmap_blur_smooths_the_returned_heatmap_only_and_is_saved(model, tmp_
     assert got["heatmap"].std() < 0.9 * plain["heatmap"].std()
     assert abs(float(got["heatmap"].mean() - plain["heatmap"].mean())) < 0.02
     with torch.no_grad():
-        heat = blur._probabilities(*x)["heatmap"]
+        heat = blur.probabilities(*x)["heatmap"]
     assert blur.output_heatmap(heat, (48, 64), blur=0.0).allclose(plain["heatmap"], atol=1e-6)
     blur.save_pretrained(tmp_path / "blur")
     assert json.loads((tmp_path / "blur" / "config.json").read_text())["heatmap_blur"] == 0.05

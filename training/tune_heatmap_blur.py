@@ -41,7 +41,7 @@ def decoder_heatmaps(model, samples: list[dict], batch_size: int = 8) -> list[to
     for k in tqdm(range(0, len(samples), batch_size), desc="heatmaps", unit="batch"):
         chunk = samples[k : k + batch_size]
         f, i, v = (torch.cat([promote_rgb(s[n][None]) for s in chunk]).to(device) for n in ("fused", "ir", "vis"))
-        heat = model._probabilities(f, i, v)["heatmap"].cpu()
+        heat = model.probabilities(f, i, v)["heatmap"].cpu()
         out.extend(heat[j : j + 1] for j in range(len(chunk)))
     return out
 

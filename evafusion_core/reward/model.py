@@ -330,9 +330,10 @@ class RewardModel(
         out["scores"] = torch.cat([torch.sigmoid(head(pooled)) for head in self.heads], dim=-1)
         return out
 
-    def _probabilities(self, fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> dict[str, torch.Tensor]:
+    def probabilities(self, fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scores in 0..1 and heatmap (and dimension map) probabilities at the decoder's resolution;
-        with ``test_time_flip``, averaged with the mirrored triple's (maps mirrored back)."""
+        with ``test_time_flip``, averaged with the mirrored triple's (maps mirrored back). What
+        ``predict`` starts from; tools that try several ways of finishing a heatmap call it once."""
         out = self(fused, ir, vis)
         probs = {"scores": out["scores"].float(), "heatmap": torch.sigmoid(out["heatmap_logits"].float())}
         if "dimension_logits" in out:
@@ -366,7 +367,7 @@ class RewardModel(
         ``dimension_maps`` [B,4,H,W] (Thermal, Texture, Artifacts, Sharpness)."""
         device = next(self.parameters()).device
         fused, ir, vis = (promote_rgb(t, n).to(device) for t, n in ((fused, "fused"), (ir, "ir"), (vis, "vis")))
-        probs = self._probabilities(fused, ir, vis)
+        probs = self.probabilities(fused, ir, vis)
         scores = (probs["scores"] * 5.0).clamp(1.0, 5.0).cpu()
         size = fused.shape[-2:]
         heat = self.output_heatmap(probs["heatmap"], size)
