@@ -414,9 +414,8 @@ def heatmap_by_artifact(preds: Sequence[dict[str, Any]], samples: Sequence[dict[
     """Heatmap CC, NSS and AUC-Judd for the samples carrying one artifact, per artifact, and for those
     carrying several ("several").
 
-    The mean AUC-Judd hides which damage the heatmap misses; this names it (on the synthetic benchmark,
-    faint noise, stripes and texture loss are where the bundled model loses most). Samples without
-    synthetic provenance, or whose truth is empty or covers the whole image, are left out.
+    The mean AUC-Judd hides which damage the heatmap misses; this names it. Samples without synthetic
+    provenance, or whose truth is empty or covers the whole image, are left out.
     """
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
