@@ -351,14 +351,15 @@ class RewardModel(
                        blur: float | None = None) -> torch.Tensor:
         """The decoder's heatmap probabilities [B,1,h,w] as predict() returns them: smoothed by
         ``blur`` (default: the model's ``heatmap_blur``) at the decoder's resolution, resized to
-        ``size``, on the CPU."""
+        ``size``, on the CPU. Only the small decoder map leaves the device for the blur (scipy); the
+        resize to the image's size runs where the model runs."""
         blur = self.heatmap_blur if blur is None else blur
-        heat = heat.float().cpu()
+        heat = heat.float()
         if blur > 0:
             from ..data.synthetic import gaussian_blur
 
-            heat = gaussian_blur(heat, blur * min(heat.shape[-2:]))
-        return F.interpolate(heat, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1)
+            heat = gaussian_blur(heat, blur * min(heat.shape[-2:])).to(heat.device)
+        return F.interpolate(heat, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1).cpu()
 
     @torch.no_grad()
     def predict(self, fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> dict[str, torch.Tensor]:
