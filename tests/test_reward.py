@@ -552,6 +552,62 @@ def test_tune_heatmap_blur_picks_by_auc_within_the_cc_tolerance(model, demo_set,
     assert "choice: heatmap_blur" in capsys.readouterr().out
 
 
+def test_pooled_is_what_the_heads_read(model):
+    out = model(torch.rand(2, 3, 40, 56), torch.rand(2, 1, 40, 56), torch.rand(2, 3, 40, 56))
+    again = torch.cat([torch.sigmoid(h(out["pooled"])) for h in model.heads], dim=1)
+    assert torch.allclose(again, out["scores"], atol=1e-6)
+
+
+def test_fit_heads_learns_a_known_target_and_keeps_the_best_validation_step():
+    from evafusion_core.reward.refit import fit_heads
+
+    torch.manual_seed(0)
+    heads = tiny_model().heads
+    n_in = heads[0][0].in_features
+    w = torch.randn(n_in, 5) / n_in**0.5
+    x = torch.randn(600, n_in)
+    y = 0.2 + 0.8 * torch.sigmoid(x @ w)  # a target in the heads' 0.2..1 label range
+    fitted, rec = fit_heads(heads, (x[:400], y[:400]), (x[400:], y[400:]), steps=300, lr=1e-2, every=20,
+                            progress=False)
+    assert all(r > 0.9 for r in rec["val_plcc_after"]), rec["val_plcc_after"]
+    assert all(a > b for a, b in zip(rec["val_plcc_after"], rec["val_plcc_before"]))
+    for k, step in enumerate(rec["chosen_step"]):  # each head kept at its own best check
+        assert max(c["val_plcc"][k] for c in rec["curve"]) == rec["val_plcc_after"][k]
+        assert step in {c["step"] for c in rec["curve"]}
+    with torch.no_grad():
+        assert not torch.equal(fitted[0][0].weight, heads[0][0].weight)  # a copy is trained, the input kept
+    with pytest.raises(ValueError, match="do not match 5 heads"):
+        fit_heads(heads, (x, y[:, :4]), (x, y), steps=1, progress=False)
+
+
+def test_refit_script_changes_scores_not_the_heatmap(model, demo_set, tmp_path, capsys):
+    from evafusion_core.reward.refit import split_by_pair
+
+    sys.path.insert(0, str(REPO / "training"))
+    import refit_reward_heads as refit
+
+    model.save_pretrained(tmp_path / "rm")
+    cfg = {**_tiny_cfg(demo_set, tmp_path / "unused"), "split": {"test_fraction": 0.0, "seed": 0}}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    args = ["--model", str(tmp_path / "rm"), "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "out"),
+            "--samples", "12", "--val-samples", "8", "--val-fraction", "0.5", "--steps", "40", "--device", "cpu"]
+    assert refit.main(args) == 0
+    assert "validation pairs" in capsys.readouterr().out
+    rec = json.loads((tmp_path / "out" / "refit.json").read_text())
+    assert len(rec["val_plcc_after"]) == 5 and rec["settings"]["samples"] == 12
+    new = load_reward_model(tmp_path / "out" / "final")
+    fused, ir, vis = torch.rand(1, 3, 40, 56), torch.rand(1, 1, 40, 56), torch.rand(1, 3, 40, 56)
+    a, b = model.predict(fused, ir, vis), new.predict(fused, ir, vis)
+    assert torch.equal(a["heatmap"], b["heatmap"])
+    changed = [k for k in range(5) if rec["chosen_step"][k] > 0]
+    assert all(not torch.equal(a["scores"][:, k], b["scores"][:, k]) for k in changed)
+    assert refit.main(args) == 0 and "features from" in capsys.readouterr().out  # the rerun reuses the features
+    with pytest.raises(ValueError, match="validation pairs"):
+        split_by_pair(["only/one"], 0.5, 0)
+    with pytest.raises(SystemExit, match="training config not found"):
+        refit.main([*args[:2], "--config", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o2")])
+
+
 def test_eval_reward_cli_on_synthetic_and_hf(model, demo_set, tmp_path):
     pytest.importorskip("datasets")
     from evafusion_core.cli import main

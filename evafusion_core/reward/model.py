@@ -327,6 +327,7 @@ class RewardModel(
             maps = torch.cat([maps, torch.sigmoid(out["dimension_logits"]).flatten(2)], dim=1)
         stats = torch.stack([maps.mean(2), maps.amax(2), maps.square().mean(2)], dim=2).flatten(1)
         pooled = torch.cat([cls, grid.mean(1), stats], dim=-1)
+        out["pooled"] = pooled  # what the heads read (reward/refit.py fits them on it)
         out["scores"] = torch.cat([torch.sigmoid(head(pooled)) for head in self.heads], dim=-1)
         return out
 
