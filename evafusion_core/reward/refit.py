@@ -50,7 +50,7 @@ def pooled_features(model: nn.Module, data: Any, n: int, batch_size: int = 16,
 
 def _head_plcc(heads: nn.ModuleList, x: torch.Tensor, y: torch.Tensor) -> list[float]:
     with torch.no_grad():
-        return [plcc(head(x).squeeze(1).numpy(), y[:, k].numpy()) for k, head in enumerate(heads)]
+        return [plcc(torch.sigmoid(head(x)).squeeze(1).numpy(), y[:, k].numpy()) for k, head in enumerate(heads)]
 
 
 def fit_heads(
@@ -59,7 +59,7 @@ def fit_heads(
     val: tuple[torch.Tensor, torch.Tensor],
     *,
     steps: int = 3000,
-    lr: float = 1e-3,
+    lr: float = 1e-4,
     weight_decay: float = 1e-4,
     every: int = 25,
     progress: bool = True,
