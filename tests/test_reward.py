@@ -603,6 +603,8 @@ def test_refit_script_changes_scores_not_the_heatmap(model, demo_set, tmp_path, 
     for k, step in enumerate(rec["chosen_step"]):  # a head kept at step 0 scores as before, a refit one differently
         assert torch.equal(a["scores"][:, k], b["scores"][:, k]) == (step == 0)
     assert refit.main(args) == 0 and "features from" in capsys.readouterr().out  # the rerun reuses the features
+    tiny_model(seed=1).save_pretrained(tmp_path / "rm")  # other weights in the same folder: features recomputed
+    assert refit.main(args) == 0 and "features from" not in capsys.readouterr().out
     with pytest.raises(ValueError, match="validation pairs"):
         split_by_pair(["only/one"], 0.5, 0)
     with pytest.raises(SystemExit, match="training config not found"):

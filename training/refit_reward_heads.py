@@ -14,6 +14,7 @@ Writes ``<out>/final`` (``save_pretrained``; the model's config, heatmap include
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -35,11 +36,16 @@ from evafusion_core.device import pick_device  # noqa: E402
 from evafusion_core.io import atomic_write_bytes  # noqa: E402
 from evafusion_core.reward import DIMENSIONS, load_reward_model  # noqa: E402
 from evafusion_core.reward.refit import fit_heads, pooled_features, split_by_pair  # noqa: E402
+from evafusion_core.reward.train import resolve_path  # noqa: E402
 
 
-def _path(p: str) -> Path:
-    q = Path(p).expanduser()
-    return q if q.is_absolute() else (ROOT / q).resolve()
+def _fingerprint(model: torch.nn.Module) -> str:
+    """A digest of the weights, so cached features are reused only for the very same model."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,21 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
 
-    config_path = _path(args.config)
+    config_path = resolve_path(args.config)
     if not config_path.is_file():
         raise SystemExit(f"training config not found: {config_path}")
     cfg = json.loads(config_path.read_text())
-    out = _path(args.out)
+    out = resolve_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(args.device)
     model = load_reward_model(args.model, device=device)
     size = model.image_size
 
-    dirs = [_path(d) for d in cfg["data"]]
+    dirs = [resolve_path(d) for d in cfg["data"]]
     for d in dirs:
         if not d.is_dir():
             raise SystemExit(f"training data folder not found: {d}")
-    cache = _path(args.sources_cache) if args.sources_cache else out / f"sources_{size}.pt"
+    cache = resolve_path(args.sources_cache) if args.sources_cache else out / f"sources_{size}.pt"
     pairs = load_sources(dirs, tuple(cfg.get("methods", FUSION_BASELINES + PUBLISHED_METHODS)), size=size, cache=cache)
     split = cfg.get("split", {"test_fraction": 0.15, "seed": 0})
     train = [p for p in pairs if not is_test_pair(p.key, split["test_fraction"], split["seed"])]
@@ -85,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     val_data = SyntheticRewardData([by_key[k] for k in val_keys], seed=args.seed + 1, config=syn)
     print(f"{len(fit_keys)} fit pairs, {len(val_keys)} validation pairs ({len(pairs) - len(train)} test pairs unused)")
 
-    meta = {"model": str(args.model), "config": str(config_path), "samples": args.samples,
-            "val_samples": args.val_samples, "val_fraction": args.val_fraction, "seed": args.seed, "size": size}
+    meta = {"model": str(args.model), "weights": _fingerprint(model), "config": str(config_path),
+            "samples": args.samples, "val_samples": args.val_samples, "val_fraction": args.val_fraction,
+            "seed": args.seed, "size": size}
     feat_path = out / "features.pt"
     cached = torch.load(feat_path, weights_only=True) if feat_path.is_file() else None
     if cached is not None and cached.get("meta") == meta:

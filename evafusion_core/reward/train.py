@@ -51,7 +51,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "training" / "configs" / "reward_small.json"
 
 
-def _resolve(path: str) -> Path:
+def resolve_path(path: str | os.PathLike) -> Path:
+    """A path from a training config: absolute, or relative to the repository root (where configs name
+    ``../shared/data/...``), whatever the working directory."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else (ROOT / p).resolve()
 
@@ -331,7 +333,7 @@ def training_sources(cfg: dict[str, Any], hf: str | None = None) -> list[dict[st
 def _sources(cfg: dict[str, Any], size: int, out: Path, rank: int, world: int):
     from ..data.synthetic import FUSION_BASELINES, PUBLISHED_METHODS, load_sources
 
-    dirs = [_resolve(d) for d in cfg["data"]]
+    dirs = [resolve_path(d) for d in cfg["data"]]
     for d in dirs:
         if not d.is_dir():
             raise SystemExit(f"training data folder not found: {d}")
@@ -458,7 +460,7 @@ def train(
         threads = int(cfg.get("threads") or max(1, (os.cpu_count() or 1) // world))
         torch.set_num_threads(threads)
 
-    out = _resolve(cfg["out"])
+    out = resolve_path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         (out / "config.json").write_text(json.dumps({**cfg, "hf": hf, "world_size": world}, indent=2))
@@ -467,7 +469,7 @@ def train(
     torch.manual_seed(seed)
     model = build_model(cfg)
     if cfg.get("init"):
-        skipped = init_from(model, _resolve(cfg["init"]))
+        skipped = init_from(model, resolve_path(cfg["init"]))
         if rank == 0:
             log.info("initialised from %s (%d tensors not carried over: %s)", cfg["init"], len(skipped),
                      ", ".join(skipped[:8]))
@@ -501,13 +503,13 @@ def train(
     for src in training_sources(cfg, hf):
         kind, weight = src.get("kind"), float(src.get("weight", 1.0))
         if kind == "hf":
-            hfb = _HFBatches(str(_resolve(src["path"])), size, seed)
+            hfb = _HFBatches(str(resolve_path(src["path"])), size, seed)
             parts.append((hfb, weight))
             n_train += len(hfb.data)
         elif kind == "feedback":
             from ..feedback import FeedbackTrainingData
 
-            data = FeedbackTrainingData(_resolve(src["path"]), size, skip_bad=bool(src.get("skip_bad", False)))
+            data = FeedbackTrainingData(resolve_path(src["path"]), size, skip_bad=bool(src.get("skip_bad", False)))
             feedback.append((data, weight))
             if data.samples:
                 parts.append((_FeedbackBatches(data, seed), weight))
