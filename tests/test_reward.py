@@ -558,6 +558,31 @@ def test_pooled_is_what_the_heads_read(model):
     assert torch.allclose(again, out["scores"], atol=1e-6)
 
 
+def test_rich_pooling_starts_where_the_basic_heads_were(model, tmp_path):
+    """Widened heads compute exactly the trained heads' scores (the new inputs start at zero weight),
+    read more than they did, and keep their pooling through save and load."""
+    from evafusion_core.reward.refit import with_head_pooling
+
+    wide = with_head_pooling(model, "rich")
+    x = (torch.rand(2, 3, 40, 56), torch.rand(2, 1, 40, 56), torch.rand(2, 3, 40, 56))
+    a, b = model(*x), wide(*x)
+    n = a["pooled"].shape[1]
+    assert b["pooled"].shape[1] == n + 2 * 32 + 2 * 16  # max and weighted token means, decoder means
+    assert torch.allclose(b["pooled"][:, :n], a["pooled"], atol=1e-6)
+    assert torch.allclose(b["scores"], a["scores"], atol=1e-6)
+    assert torch.equal(b["heatmap_logits"], a["heatmap_logits"])
+    again = torch.cat([torch.sigmoid(h(b["pooled"])) for h in wide.heads], dim=1)
+    assert torch.allclose(again, b["scores"], atol=1e-6)  # the wider input is what the heads read
+    wide.save_pretrained(tmp_path / "wide")
+    loaded = load_reward_model(tmp_path / "wide")
+    assert loaded.head_pooling == "rich"
+    assert torch.allclose(loaded(*x)["scores"], a["scores"], atol=1e-6)
+    with pytest.raises(ValueError, match="only widen heads that read basic"):
+        with_head_pooling(loaded, "basic")
+    with pytest.raises(ValueError, match="head_pooling must be one of"):
+        create_reward_model("small", **TINY, head_pooling="fancy")
+
+
 def test_fit_heads_learns_a_known_target_and_keeps_the_best_validation_step():
     from evafusion_core.reward.refit import fit_heads
 
@@ -578,6 +603,15 @@ def test_fit_heads_learns_a_known_target_and_keeps_the_best_validation_step():
         assert not torch.equal(fitted[0][0].weight, heads[0][0].weight)  # a copy is trained, the input kept
     with pytest.raises(ValueError, match="do not match 5 heads"):
         fit_heads(heads, (x, y[:, :4]), (x, y), steps=1, progress=False)
+    kept, rec = fit_heads(heads, (x[:400], y[:400]), (x[400:], y[400:]), steps=40, lr=1e-2, every=20, keep=[4],
+                          progress=False)
+    assert rec["chosen_step"][4] == 0 and rec["val_plcc_after"][4] == rec["val_plcc_before"][4]
+    assert all(torch.equal(p, q) for p, q in zip(kept[4].parameters(), heads[4].parameters()))
+    assert not torch.equal(kept[0][0].weight, heads[0][0].weight)
+    with pytest.raises(ValueError, match="nothing to fit"):
+        fit_heads(heads, (x, y), (x, y), steps=1, keep=range(5), progress=False)
+    with pytest.raises(ValueError, match="head indices run from 0 to 4"):
+        fit_heads(heads, (x, y), (x, y), steps=1, keep=[5], progress=False)
 
 
 def test_refit_script_changes_scores_not_the_heatmap(model, demo_set, tmp_path, capsys):
@@ -605,6 +639,16 @@ def test_refit_script_changes_scores_not_the_heatmap(model, demo_set, tmp_path, 
     assert refit.main(args) == 0 and "features from" in capsys.readouterr().out  # the rerun reuses the features
     tiny_model(seed=1).save_pretrained(tmp_path / "rm")  # other weights in the same folder: features recomputed
     assert refit.main(args) == 0 and "features from" not in capsys.readouterr().out
+    model.save_pretrained(tmp_path / "rm0")
+    rich = ["--model", str(tmp_path / "rm0"), *args[2:5], str(tmp_path / "rich"), *args[6:], "--head-pooling", "rich",
+            "--keep", "Overall"]
+    assert refit.main(rich) == 0
+    wide = load_reward_model(tmp_path / "rich" / "final")
+    c = model.predict(fused, ir, vis)
+    d = wide.predict(fused, ir, vis)
+    assert wide.head_pooling == "rich" and torch.equal(c["heatmap"], d["heatmap"])
+    assert torch.allclose(c["scores"][:, 4], d["scores"][:, 4], atol=1e-5)  # Overall kept as trained
+    assert json.loads((tmp_path / "rich" / "refit.json").read_text())["chosen_step"][4] == 0
     with pytest.raises(ValueError, match="validation pairs"):
         split_by_pair(["only/one"], 0.5, 0)
     with pytest.raises(SystemExit, match="training config not found"):
@@ -650,6 +694,24 @@ def test_init_from_saved_weights_carries_everything(model, tmp_path):
     assert init_from(fresh, tmp_path / "rm") == []
     x = (torch.rand(1, 3, 40, 40), torch.rand(1, 1, 40, 40), torch.rand(1, 3, 40, 40))
     assert torch.allclose(fresh.eval().predict(*x)["scores"], model.predict(*x)["scores"], atol=1e-6)
+
+
+def test_a_config_that_names_only_the_preset_fine_tunes_the_saved_architecture(model, tmp_path):
+    """Fine-tuning a saved model (as reward_feedback.json does the bundled one) builds the saved
+    architecture, so every tensor carries over; explicit model values still apply on top."""
+    from evafusion_core.reward.refit import with_head_pooling
+    from evafusion_core.reward.train import build_model, init_from
+
+    saved = with_head_pooling(model, "rich")
+    saved.save_pretrained(tmp_path / "rm")
+    built = build_model({"init": str(tmp_path / "rm"), "model": {"preset": "small"}})
+    assert built.image_size == 64 and built.head_pooling == "rich"
+    assert init_from(built, tmp_path / "rm") == []
+    x = (torch.rand(1, 3, 40, 40), torch.rand(1, 1, 40, 40), torch.rand(1, 3, 40, 40))
+    assert torch.allclose(built.eval()(*x)["scores"], saved(*x)["scores"], atol=1e-6)
+    assert build_model({"init": str(tmp_path / "rm"), "model": {"test_time_flip": True}}).test_time_flip
+    with pytest.raises(ValueError, match="cannot read the saved model's config"):
+        build_model({"init": str(tmp_path / "missing"), "model": {}})
 
 
 def test_dimension_maps_grow_from_a_model_without_them(model, tmp_path):

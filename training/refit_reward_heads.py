@@ -35,7 +35,8 @@ from evafusion_core.data.synthetic import (  # noqa: E402
 from evafusion_core.device import pick_device  # noqa: E402
 from evafusion_core.io import atomic_write_bytes  # noqa: E402
 from evafusion_core.reward import DIMENSIONS, load_reward_model  # noqa: E402
-from evafusion_core.reward.refit import fit_heads, pooled_features, split_by_pair  # noqa: E402
+from evafusion_core.reward.model import HEAD_POOLING  # noqa: E402
+from evafusion_core.reward.refit import fit_heads, pooled_features, split_by_pair, with_head_pooling  # noqa: E402
 from evafusion_core.reward.train import resolve_path  # noqa: E402
 
 
@@ -63,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="AdamW learning rate (1e-4 was best on the bundled model's validation pairs; 1e-3 overshoots)")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--sources-cache", help="a sources_<size>.pt the trainer wrote (default <out>/sources_<size>.pt)")
+    ap.add_argument("--head-pooling", choices=HEAD_POOLING,
+                    help="what the refit heads read (default: what the model's heads read); 'rich' widens them, "
+                    "the new inputs starting at zero")
+    ap.add_argument("--keep", nargs="+", default=[], choices=DIMENSIONS, metavar="DIMENSION",
+                    help="dimensions whose heads stay as trained (e.g. Overall, which alone sets the pairwise "
+                    "accuracy and the rank check)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
 
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(args.device)
     model = load_reward_model(args.model, device=device)
+    if args.head_pooling:
+        model = with_head_pooling(model, args.head_pooling)
     size = model.image_size
 
     dirs = [resolve_path(d) for d in cfg["data"]]
@@ -93,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {"model": str(args.model), "weights": _fingerprint(model), "config": str(config_path),
             "samples": args.samples, "val_samples": args.val_samples, "val_fraction": args.val_fraction,
-            "seed": args.seed, "size": size}
+            "seed": args.seed, "size": size, "head_pooling": model.head_pooling}
     feat_path = out / "features.pt"
     cached = torch.load(feat_path, weights_only=True) if feat_path.is_file() else None
     if cached is not None and cached.get("meta") == meta:
@@ -107,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.replace(feat_path)
 
     heads, record = fit_heads(model.heads.cpu(), fit, val, steps=args.steps, lr=args.lr,
-                              weight_decay=args.weight_decay)
+                              weight_decay=args.weight_decay, keep=[DIMENSIONS.index(d) for d in args.keep])
     print(f"{'dimension':<22} {'val PLCC before':>16} {'after':>8} {'step':>6}")
     for k, name in enumerate(DIMENSIONS):
         print(f"{name:<22} {record['val_plcc_before'][k]:>16.4f} {record['val_plcc_after'][k]:>8.4f} "
@@ -115,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     model.heads = heads.to(device)
     model.save_pretrained(out / "final")
     atomic_write_bytes(out / "refit.json", json.dumps({"settings": {**meta, "steps": args.steps, "lr": args.lr,
-                                                                    "weight_decay": args.weight_decay},
+                                                                    "weight_decay": args.weight_decay,
+                                                                    "keep": args.keep},
                                                        **record}, indent=1).encode())
     print(f"wrote {out / 'final'} and {out / 'refit.json'}")
     return 0

@@ -40,6 +40,9 @@ DIMENSIONS: tuple[str, ...] = ("Thermal Retention", "Texture Preservation", "Art
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
+#: What the score heads read: "basic" ([CLS], mean token, heatmap statistics) or "rich" (also where the damage is).
+HEAD_POOLING: tuple[str, ...] = ("basic", "rich")
+
 PRESETS: dict[str, dict[str, Any]] = {
     "small": {
         "backbone": "lcnet_050",
@@ -115,6 +118,11 @@ def comparison_cues(f: torch.Tensor, i: torch.Tensor, v: torch.Tensor) -> torch.
                       4 * unexplained, 4 * hf, 4 * excess, 8 * energy, ir_share, vis_share], dim=1)
 
 
+def _weighted_mean(x: torch.Tensor, w: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean of ``x`` over ``dim`` with non-negative weights ``w`` (broadcast to ``x``)."""
+    return (x * w).sum(dim) / (w.sum(dim) + 1e-6)
+
+
 class _ConvBlock(nn.Sequential):
     def __init__(self, cin: int, cout: int) -> None:
         groups = 8 if cout % 8 == 0 else 1
@@ -154,6 +162,7 @@ class RewardModel(
         dimension_maps: bool = False,
         test_time_flip: bool = False,
         heatmap_blur: float = 0.0,
+        head_pooling: str = "basic",
     ) -> None:
         super().__init__()
         import timm
@@ -221,10 +230,17 @@ class RewardModel(
         # Each head reads the [CLS] token, the mean token and three statistics of the predicted heatmap
         # (mean, max, mean square): how much of the image is damaged, and how badly; with dimension maps,
         # the same three statistics of each map after them.
+        # "rich" pooling appends the max over the tokens, the heatmap-weighted mean of the tokens, and the
+        # mean and heatmap-weighted mean of the decoder's last features: what the damage looks like where
+        # the decoder puts it, which a mean over the whole image dilutes (reward/refit.py widens trained heads).
         self.dimension_maps = bool(dimension_maps)
+        if head_pooling not in HEAD_POOLING:
+            raise ValueError(f"head_pooling must be one of {HEAD_POOLING}, got {head_pooling!r}")
+        self.head_pooling = head_pooling
         n_stats = 3 * (1 + 4 * self.dimension_maps)
+        n_in = 2 * embed_dim + n_stats + (2 * embed_dim + 2 * decoder_dim) * (head_pooling == "rich")
         self.heads = nn.ModuleList(
-            nn.Sequential(nn.Linear(2 * embed_dim + n_stats, embed_dim // 2), nn.GELU(), nn.Linear(embed_dim // 2, 1))
+            nn.Sequential(nn.Linear(n_in, embed_dim // 2), nn.GELU(), nn.Linear(embed_dim // 2, 1))
             for _ in DIMENSIONS
         )
 
@@ -326,7 +342,15 @@ class RewardModel(
             out["dimension_logits"] = self.dim_out(y)
             maps = torch.cat([maps, torch.sigmoid(out["dimension_logits"]).flatten(2)], dim=1)
         stats = torch.stack([maps.mean(2), maps.amax(2), maps.square().mean(2)], dim=2).flatten(1)
-        pooled = torch.cat([cls, grid.mean(1), stats], dim=-1)
+        parts = [cls, grid.mean(1), stats]
+        if self.head_pooling == "rich":
+            heat = maps[:, :1].reshape(b, 1, *y.shape[-2:])  # [B,1,h,w] at the decoder's resolution
+            w_grid = F.adaptive_avg_pool2d(heat, (h, w)).flatten(1)  # [B, tokens]
+            w_dec = heat.flatten(1)
+            feat = y.flatten(2)  # [B, decoder_dim, h*w]
+            parts += [grid.amax(1), _weighted_mean(grid, w_grid.unsqueeze(2), dim=1), feat.mean(2),
+                      _weighted_mean(feat, w_dec.unsqueeze(1), dim=2)]
+        pooled = torch.cat(parts, dim=-1)
         out["pooled"] = pooled  # what the heads read (reward/refit.py fits them on it)
         out["scores"] = torch.cat([torch.sigmoid(head(pooled)) for head in self.heads], dim=-1)
         return out

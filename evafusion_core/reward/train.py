@@ -59,21 +59,37 @@ def resolve_path(path: str | os.PathLike) -> Path:
 
 
 def build_model(cfg: dict[str, Any]):
-    from .model import create_reward_model
+    """The network a training config describes. With ``init``, the architecture is the saved model's
+    (its config.json) with the config's ``model`` values other than ``preset`` applied on top: a
+    config that names only the preset must not build a network whose weights no longer fit (another
+    input size, other heads) and so silently start part of the saved model afresh."""
+    from .model import RewardModel, create_reward_model
 
     m = dict(cfg.get("model", {}))
     preset = m.pop("preset", "small")
-    return create_reward_model(preset, **m)
+    if not cfg.get("init"):
+        return create_reward_model(preset, **m)
+    path = resolve_path(cfg["init"]) / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"init: cannot read the saved model's config {path} ({exc})") from exc
+    saved = {k: v for k, v in saved.items() if k not in ("architecture", "dimensions", "pretrained_backbone")}
+    return RewardModel(**{**saved, **m})
 
 
 def init_from(model, folder: str | os.PathLike) -> list[str]:
-    """Start from saved weights (a ``save_pretrained`` folder): tensors of the same shape are copied;
-    a convolution or linear layer that gained inputs keeps the old weights and zeroes the new, so the
-    grown model starts out computing what the saved one did. Returns the names that could not be
-    carried over (left as initialised)."""
+    """Start from saved weights (a ``save_pretrained`` folder); see :func:`carry_state`. Returns the
+    names that could not be carried over (left as initialised)."""
     from safetensors.torch import load_file
 
-    saved = load_file(str(Path(folder) / "model.safetensors"))
+    return carry_state(model, load_file(str(Path(folder) / "model.safetensors")))
+
+
+def carry_state(model, saved: dict[str, torch.Tensor]) -> list[str]:
+    """Copy ``saved`` into ``model`` in place: tensors of the same shape are copied; a convolution or
+    linear layer that gained inputs keeps the old weights and zeroes the new, so the grown model starts
+    out computing what the saved one did. Returns the names that could not be carried over."""
     state = model.state_dict()
     skipped = []
     with torch.no_grad():
@@ -471,8 +487,8 @@ def train(
     if cfg.get("init"):
         skipped = init_from(model, resolve_path(cfg["init"]))
         if rank == 0:
-            log.info("initialised from %s (%d tensors not carried over: %s)", cfg["init"], len(skipped),
-                     ", ".join(skipped[:8]))
+            (log.warning if skipped else log.info)("initialised from %s (%d tensors not carried over: %s)",
+                                                   cfg["init"], len(skipped), ", ".join(skipped[:8]))
     model = model.to(dev)
     size = model.image_size
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.05),
