@@ -74,8 +74,8 @@ def build_model(cfg: dict[str, Any]):
         saved = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"init: cannot read the saved model's config {path} ({exc})") from exc
-    saved = {k: v for k, v in saved.items() if k not in ("architecture", "dimensions", "pretrained_backbone")}
-    return RewardModel(**{**saved, **m})
+    saved = {k: v for k, v in saved.items() if k in RewardModel._hub_mixin_init_parameters}
+    return RewardModel(**{**saved, "pretrained_backbone": False, **m})
 
 
 def init_from(model, folder: str | os.PathLike) -> list[str]:
