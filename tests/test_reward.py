@@ -630,6 +630,10 @@ def test_refit_script_changes_scores_not_the_heatmap(model, demo_set, tmp_path, 
     assert "validation pairs" in capsys.readouterr().out
     rec = json.loads((tmp_path / "out" / "refit.json").read_text())
     assert len(rec["val_plcc_after"]) == 5 and rec["settings"]["samples"] == 12
+    from PIL import Image
+
+    with Image.open(tmp_path / "out" / "plot.png") as im:  # the validation curves, drawn
+        assert im.size[0] > 300 and len(np.unique(np.asarray(im.convert("L")))) > 2
     new = load_reward_model(tmp_path / "out" / "final")
     fused, ir, vis = torch.rand(1, 3, 40, 56), torch.rand(1, 1, 40, 56), torch.rand(1, 3, 40, 56)
     a, b = model.predict(fused, ir, vis), new.predict(fused, ir, vis)

@@ -1,4 +1,4 @@
-"""Refit a reward model's five score heads on frozen features (see ``evafusion_core/reward/refit.py``).
+"""Refit a reward model's score heads on frozen features (see ``evafusion_core/reward/refit.py``).
 
     .venv/bin/python training/refit_reward_heads.py --model small \\
         --config training/configs/reward_small320l_cpu.json --out runs/refit
@@ -6,9 +6,10 @@
 Samples come from the training config's source pairs, generator and labels, at the model's input
 size, from its *training* pairs only: a stable ``--val-fraction`` of them gives the validation
 samples that choose each head's step; the pairs the config holds out for testing are never read.
-Writes ``<out>/final`` (``save_pretrained``; the model's config, heatmap included, is unchanged),
-``<out>/refit.json`` (settings, validation PLCC before and after, the curve) and
-``<out>/features.pt`` (reused by a rerun with the same model and samples).
+Writes ``<out>/final`` (``save_pretrained``; the heatmap is unchanged, the config only by ``--head-pooling``),
+``<out>/refit.json`` (settings, validation PLCC before and after, the curve), ``<out>/plot.png`` (the
+curve: each head's validation PLCC per check) and ``<out>/features.pt`` (reused by a rerun with the
+same model and samples).
 """
 
 from __future__ import annotations
@@ -34,9 +35,16 @@ from evafusion_core.data.synthetic import (  # noqa: E402
 )
 from evafusion_core.device import pick_device  # noqa: E402
 from evafusion_core.io import atomic_write_bytes  # noqa: E402
+from evafusion_core.plot import plot_panels, save_png  # noqa: E402
 from evafusion_core.reward import DIMENSIONS, load_reward_model  # noqa: E402
 from evafusion_core.reward.model import HEAD_POOLING  # noqa: E402
-from evafusion_core.reward.refit import fit_heads, pooled_features, split_by_pair, with_head_pooling  # noqa: E402
+from evafusion_core.reward.refit import (  # noqa: E402
+    fit_heads,
+    pooled_features,
+    refit_panels,
+    split_by_pair,
+    with_head_pooling,
+)
 from evafusion_core.reward.train import resolve_path  # noqa: E402
 
 
@@ -127,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                     "weight_decay": args.weight_decay,
                                                                     "keep": args.keep},
                                                        **record}, indent=1).encode())
-    print(f"wrote {out / 'final'} and {out / 'refit.json'}")
+    save_png(plot_panels(refit_panels(record, DIMENSIONS), columns=2, raw_panels=("validation PLCC",)),
+             out / "plot.png")
+    print(f"wrote {out / 'final'}, {out / 'refit.json'} and {out / 'plot.png'}")
     return 0
 
 

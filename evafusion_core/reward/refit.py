@@ -109,6 +109,16 @@ def fit_heads(
     return fitted, record
 
 
+def refit_panels(record: dict[str, Any], names: Sequence[str]) -> dict[str, dict[str, tuple[list, list]]]:
+    """The panels of a refit's ``plot.png`` (:func:`evafusion_core.plot.plot_panels`): each head's
+    validation PLCC per check, where its chosen step shows as the peak, and the fit loss."""
+    curve = record["curve"]
+    steps = [c["step"] for c in curve]
+    fit = [c for c in curve if "fit_loss" in c]
+    return {"validation PLCC": {name: (steps, [c["val_plcc"][k] for c in curve]) for k, name in enumerate(names)},
+            "fit loss (MSE, score/5)": {"mse": ([c["step"] for c in fit], [c["fit_loss"] for c in fit])}}
+
+
 def with_head_pooling(model: nn.Module, pooling: str) -> nn.Module:
     """A copy of a reward model whose heads read ``pooling`` (see ``HEAD_POOLING``), computing exactly
     what ``model`` computes: the heads' weights for inputs ``model`` does not pool start at zero, so a
