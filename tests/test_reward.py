@@ -366,6 +366,27 @@ def test_resume_is_equivalent_to_an_uninterrupted_run(demo_set, tmp_path):
         assert img.format == "PNG" and img.width >= 360
 
 
+
+def test_a_fine_tune_with_frozen_features_moves_only_the_heads(model, demo_set, tmp_path):
+    """freeze "features" trains the score heads alone: the heatmap decoder, the backbone and every
+    normalisation statistic stay as saved; an unknown value is refused by name."""
+    from safetensors.torch import load_file
+
+    from evafusion_core.reward.train import train
+
+    model.save_pretrained(tmp_path / "rm")
+    cfg = {**_tiny_cfg(demo_set, tmp_path / "ft"), "init": str(tmp_path / "rm"), "freeze": "features", "lr": 1e-2}
+    train(cfg, device="cpu", progress=False)
+    before = load_file(str(tmp_path / "rm" / "model.safetensors"))
+    after = load_file(str(tmp_path / "ft" / "final" / "model.safetensors"))
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("heads.") for k in changed)
+    train({**cfg, "freeze": None, "out": str(tmp_path / "all")}, device="cpu", progress=False)
+    moved = load_file(str(tmp_path / "all" / "final" / "model.safetensors"))
+    assert any(not torch.equal(before[k], moved[k]) for k in before if k.endswith("running_mean"))
+    with pytest.raises(ValueError, match="freeze must be one of"):
+        train({**cfg, "freeze": "backbone", "out": str(tmp_path / "bad")}, device="cpu", progress=False)
+
 def test_reward_plot_panels_follow_the_log():
     from evafusion_core.reward.train import reward_panels
 

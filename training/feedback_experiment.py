@@ -1,6 +1,6 @@
 """Does feedback teach the reward model? A scripted annotator, a short fine-tune, a before/after benchmark.
 
-    .venv/bin/python training/feedback_experiment.py --ranking 0 [--steps 100] [--out runs/feedback_exp]
+    .venv/bin/python training/feedback_experiment.py [--config CONFIG] [--steps 100] [--out runs/feedback_exp]
 
 1. A scripted annotator prefers thermal emphasis: for RoadScene pairs (a reward *training*
    set) it sees three versions of the `light` fusion, pulled towards the IR image
@@ -9,7 +9,7 @@
    taste) and prefers the IR-leaning one of each neighbouring pair. Everything is written
    through ``FeedbackStore``, the code path of the Rate Fusion and Compare Fusions nodes.
 2. The bundled reward model is fine-tuned on that folder mixed with synthetic data
-   (``training/configs/reward_feedback.json``, the config users fine-tune with).
+   (``--config``, by default ``training/configs/reward_feedback.json``, the config users fine-tune with).
 3. Before and after, on held-out pairs (m3fd10 and fmb5: never used to train the reward
    model, `light`, or this feedback), it measures how the predicted Overall moves with t
    and how often it agrees with the annotator; and the PLCC on the synthetic held-out
@@ -96,6 +96,8 @@ def synthetic_plcc(model, samples, ladders) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/feedback_exp")
+    ap.add_argument("--config", default="training/configs/reward_feedback.json",
+                    help="the fine-tuning config (default: the one users fine-tune with)")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--every", type=int, default=3, help="use every Nth RoadScene pair for the feedback")
     ap.add_argument("--width", type=int, default=320, help="width the rated images are stored at")
@@ -131,7 +133,7 @@ def main() -> int:
     # 2. fine-tune the bundled model on feedback + synthetic
     from evafusion_core.reward.train import train
 
-    cfg = json.loads((ROOT / "training" / "configs" / "reward_feedback.json").read_text())
+    cfg = json.loads((ROOT / args.config).read_text())
     cfg["sources"].append({"kind": "feedback", "path": str(fb), "weight": args.feedback_weight})
     cfg.update({"steps": args.steps, "threads": args.threads, "out": str(out / "reward")})
     if args.lr:

@@ -108,6 +108,34 @@ def carry_state(model, saved: dict[str, torch.Tensor]) -> list[str]:
     return skipped
 
 
+#: What a training config may ``freeze``: nothing (None), or everything but the five score heads
+#: ("features": the heatmap, and every normalisation statistic, then stay as saved).
+FREEZE: tuple[str | None, ...] = (None, "features")
+
+
+def apply_freeze(model: torch.nn.Module, freeze: str | None) -> list[torch.nn.Parameter]:
+    """Mark what ``freeze`` leaves trainable and return those parameters (for the optimiser).
+
+    Why: in a short fine-tune on human ratings (``reward_feedback.json``), heads trained on frozen
+    features took up the raters' taste as far as a whole-network fine-tune did for about half the loss
+    of synthetic-benchmark PLCC, at about half the time per step (docs/RESULTS.md, fifteenth session)."""
+    if freeze not in FREEZE:
+        raise ValueError(f"freeze must be one of {FREEZE}, got {freeze!r}")
+    for name, p in model.named_parameters():
+        p.requires_grad_(freeze != "features" or name.startswith("heads."))
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def train_mode(model: torch.nn.Module, freeze: str | None) -> None:
+    """``model.train()``, with the frozen parts kept in eval mode so their normalisation statistics
+    stay as saved."""
+    model.train()
+    if freeze == "features":
+        for name, child in model.named_children():
+            if name != "heads":
+                child.eval()
+
+
 def lr_lambda(step: int, total: int, warmup: int, min_ratio: float) -> float:
     """Linear warm-up, then cosine from 1 to ``min_ratio`` at ``total``."""
     if warmup and step < warmup:
@@ -364,15 +392,12 @@ def _sources(cfg: dict[str, Any], size: int, out: Path, rank: int, world: int):
 
 
 @torch.no_grad()
-def _validate(model, val: list[dict[str, Any]]) -> dict[str, float]:
-    from .evaluate import heatmap_metrics, plcc, srcc
+def _validate(model, val: list[dict[str, Any]], freeze: str | None) -> dict[str, float]:
+    from .evaluate import heatmap_metrics, plcc, predict_samples, srcc
 
-    was = model.training
     model.eval()
-    from .evaluate import predict_samples
-
     preds = predict_samples(model, val, batch_size=16)
-    model.train(was)
+    train_mode(model, freeze)
     p = np.stack([r["scores"] for r in preds])
     t = np.stack([s["scores"].numpy() for s in val])
     out = {f"plcc_{k}": plcc(p[:, i], t[:, i]) for i, k in enumerate(("tr", "tp", "ar", "sh", "ov"))}
@@ -491,7 +516,8 @@ def train(
                                                    cfg["init"], len(skipped), ", ".join(skipped[:8]))
     model = model.to(dev)
     size = model.image_size
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.05),
+    freeze = cfg.get("freeze")
+    opt = torch.optim.AdamW(apply_freeze(model, freeze), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.05),
                             betas=tuple(cfg.get("betas", (0.9, 0.999))))
     warmup, min_ratio = int(cfg.get("warmup", 0)), float(cfg.get("min_lr_ratio", 0.05))
     budget = float(cfg.get("time_budget_s") or 0)
@@ -569,7 +595,7 @@ def train(
     bs = int(cfg["batch_size"])
     end = min(total, stop_after) if stop_after else total
     every, val_every = int(cfg.get("checkpoint_every", 100)), int(cfg.get("val_every", 0))
-    model.train()
+    train_mode(model, freeze)
     logf = open(out / "log.jsonl", "a") if rank == 0 else None  # closed in finally
     bar = tqdm(total=total if sized else None, initial=step, desc="train reward", disable=rank != 0 or not progress)
     stream = _batch_stream(batches, rank, bs, step, data_workers(cfg.get("workers"), dev, world), dev.type == "cuda")
@@ -625,7 +651,7 @@ def train(
                 rec = {"step": step, "loss": loss.item(), **parts, "grad_norm": float(gnorm),
                        "lr": sched.get_last_lr()[0], "data_sec": t1 - t0, "sec": time.perf_counter() - t0}
                 if val and val_every and (step % val_every == 0 or step == total):
-                    rec["val"] = _validate(model, val)
+                    rec["val"] = _validate(model, val, freeze)
                     log.info("step %d val %s", step, {k: round(v, 4) for k, v in rec["val"].items()})
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
