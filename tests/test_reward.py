@@ -366,7 +366,6 @@ def test_resume_is_equivalent_to_an_uninterrupted_run(demo_set, tmp_path):
         assert img.format == "PNG" and img.width >= 360
 
 
-
 def test_a_fine_tune_with_frozen_features_moves_only_the_heads(model, demo_set, tmp_path):
     """freeze "features" trains the score heads alone: the heatmap decoder, the backbone and every
     normalisation statistic stay as saved; an unknown value is refused by name."""
@@ -386,6 +385,7 @@ def test_a_fine_tune_with_frozen_features_moves_only_the_heads(model, demo_set, 
     assert any(not torch.equal(before[k], moved[k]) for k in before if k.endswith("running_mean"))
     with pytest.raises(ValueError, match="freeze must be one of"):
         train({**cfg, "freeze": "backbone", "out": str(tmp_path / "bad")}, device="cpu", progress=False)
+
 
 def test_reward_plot_panels_follow_the_log():
     from evafusion_core.reward.train import reward_panels
