@@ -9,7 +9,8 @@ pairs that ``is_test_pair`` holds out, which ``evafusion eval-reward --split tes
 never appear), generated at the model's input size; or, with ``--hf DIR``, the ``train``
 split of a human-feedback folder; or a weighted mix (config ``sources``, or ``--feedback
 DIR=W`` and ``--synthetic-weight W``) that adds feedback folders written by the Rate Fusion
-and Compare Fusions nodes. ``init`` in the config starts from saved weights.
+and Compare Fusions nodes. ``init`` in the config starts from saved weights, and ``freeze:
+"features"`` then trains the five score heads alone (what ``reward_feedback.json`` does).
 Loss: MSE of the five sigmoid outputs against score/5 (optionally weighted per dimension),
 plus MSE and BCE of the heatmap, plus a Bradley-Terry ranking loss on Overall for
 pairwise preferences (``loss.ranking``, ``preference_batch`` pairs per step), and optionally
