@@ -39,6 +39,12 @@ class RecordsArchitecture:
         config["architecture"] = self.architecture
         return config
 
+    @classmethod
+    def init_args(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The constructor arguments among a saved config's keys: the config also records values that are
+        not arguments (``architecture``, the reward model's ``dimensions``), which the constructor refuses."""
+        return {k: v for k, v in config.items() if k in cls._hub_mixin_init_parameters}
+
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> Any:
         kwargs.setdefault("config", self.hub_config())
         return super().save_pretrained(save_directory, **kwargs)
@@ -125,10 +131,9 @@ def _from_file(path: Path, registry: dict[str, type[nn.Module]]) -> nn.Module:
     config_path = path.with_name("config.json")
     if not config_path.is_file():
         raise ModelLoadError(f"{path}: no config.json beside the weights, so the architecture is unknown")
-    cls = _architecture(_read_config(config_path), registry, config_path)
     config = _read_config(config_path)
-    init = {k: v for k, v in config.items() if k in cls._hub_mixin_init_parameters}
-    model = cls(**init)
+    cls = _architecture(config, registry, config_path)
+    model = cls(**cls.init_args(config))
     import safetensors.torch
 
     try:

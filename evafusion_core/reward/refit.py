@@ -127,8 +127,7 @@ def with_head_pooling(model: nn.Module, pooling: str) -> nn.Module:
         return copy.deepcopy(model)
     if model.head_pooling != "basic":
         raise ValueError(f"can only widen heads that read basic pooling, not {model.head_pooling!r}")
-    config = {k: v for k, v in model.hub_config().items() if k in type(model)._hub_mixin_init_parameters}
-    wide = type(model)(**{**config, "head_pooling": pooling})
+    wide = type(model)(**{**type(model).init_args(model.hub_config()), "head_pooling": pooling})
     skipped = carry_state(wide, model.state_dict())
     if skipped:
         raise RuntimeError(f"weights not carried over to the wider heads: {skipped}")

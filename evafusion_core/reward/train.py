@@ -75,8 +75,7 @@ def build_model(cfg: dict[str, Any]):
         saved = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"init: cannot read the saved model's config {path} ({exc})") from exc
-    saved = {k: v for k, v in saved.items() if k in RewardModel._hub_mixin_init_parameters}
-    return RewardModel(**{**saved, "pretrained_backbone": False, **m})
+    return RewardModel(**{**RewardModel.init_args(saved), "pretrained_backbone": False, **m})
 
 
 def init_from(model, folder: str | os.PathLike) -> list[str]:
