@@ -18,6 +18,12 @@ then rest on *which* damage is where, not only on how much.
 Any input size works: each image is resized to ``image_size`` (grey promoted to three
 channels), and the heatmap is resized back to the fused image's size.
 
+Three config values refine a trained model, as the bundled ``small`` uses them:
+``test_time_flip`` makes :meth:`RewardModel.predict` average the triple and its mirror image;
+``heatmap_blur`` smooths the heatmap it returns (scores unchanged); ``head_pooling`` "rich" lets
+each head also read the token maximum and the heatmap-weighted means of the tokens and of the
+decoder's features, i.e. what the image looks like where the damage is (see ``refit.py``).
+
 Two presets: ``small`` (a CPU-friendly LCNet trained from scratch here) and
 ``rahf-large`` (ViT-L/16 at 384, the original scale; ImageNet weights only on request).
 """
