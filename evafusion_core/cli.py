@@ -68,12 +68,17 @@ def cmd_fuse(args: argparse.Namespace) -> int:
             print(f"wrote {target}")
     if len(jobs) > 1:
         print(f"wrote {len(jobs) - len(failed)} fused images to {out}")
-    if failed:
-        print(f"error: {len(failed)} pair(s) skipped:", file=sys.stderr)
-        for stem, reason in failed.items():
-            print(f"  {stem}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    return _report_skipped(failed, "pair")
+
+
+def _report_skipped(failed: dict[str, str], what: str) -> int:
+    """List what a folder run left out, with the reason, on stderr; the exit status says whether it was all."""
+    if not failed:
+        return 0
+    print(f"error: {len(failed)} {what}(s) skipped:", file=sys.stderr)
+    for stem, reason in failed.items():
+        print(f"  {stem}: {reason}", file=sys.stderr)
+    return 1
 
 
 def _metrics_rows(ir_dir: Path, vis_dir: Path, fused_dir: Path, convention: str, names=None) -> dict:
@@ -163,6 +168,9 @@ def cmd_run_workflow(args: argparse.Namespace) -> int:
 def _reward_jobs(ir: Path, vis: Path, fused: Path) -> list[tuple[str, Path, Path, Path]]:
     from .io import find_pairs
 
+    for flag, path in (("--ir", ir), ("--vis", vis), ("--fused", fused)):
+        if not path.exists():
+            raise EvaFusionError(f"{flag} {path}: no such file or folder")
     kinds = [p.is_dir() for p in (ir, vis, fused)]
     if any(kinds) and not all(kinds):
         raise EvaFusionError(f"--ir {ir}, --vis {vis} and --fused {fused} must all be files or all be folders")
@@ -178,21 +186,30 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .io import atomic_write_bytes, load_image, load_pair, resize_to, save_image
     from .reward import DIMENSIONS, load_reward_model
 
-    model = load_reward_model(args.model, device=pick_device(args.device))
     jobs = _reward_jobs(Path(args.ir), Path(args.vis), Path(args.fused))
+    model = load_reward_model(args.model, device=pick_device(args.device))
     images: dict[str, dict[str, float]] = {}
+    failed: dict[str, str] = {}
     for stem, a, b, f in tqdm(jobs, desc="scoring", disable=len(jobs) < 2, unit="image"):
-        ir, vis = load_pair(a, b, resize=True)
-        fused = load_image(f)
-        if fused.shape[-2:] != vis.shape[-2:]:
-            raise EvaFusionError(f"{f}: fused image is {fused.shape[2]}x{fused.shape[1]} but its sources are "
-                                 f"{vis.shape[2]}x{vis.shape[1]} (width x height)")
+        try:
+            ir, vis = load_pair(a, b, resize=True)
+            fused = load_image(f)
+            if fused.shape[-2:] != vis.shape[-2:]:
+                raise EvaFusionError(f"{f}: fused image is {fused.shape[2]}x{fused.shape[1]} but its sources are "
+                                     f"{vis.shape[2]}x{vis.shape[1]} (width x height)")
+        except EvaFusionError as exc:
+            if len(jobs) == 1:
+                raise
+            failed[stem] = str(exc)  # as `fuse`: one bad triple in a folder should not stop the others
+            continue
         out = model.predict(fused[None], ir[None], vis[None])
         images[stem] = {name: round(float(out[name][0]), 4) for name in DIMENSIONS}
         if args.heatmap_out:
             heat = out["heatmap"][0]
             save_image(heat if heat.shape[-2:] == fused.shape[-2:] else resize_to(heat, fused.shape[-2:]),
                        Path(args.heatmap_out) / f"{stem}.png")
+    if not images:
+        raise EvaFusionError(f"no triple could be scored: {'; '.join(failed.values())}")
     mean = {name: round(sum(v[name] for v in images.values()) / len(images), 4) for name in DIMENSIONS}
     result = {"images": images, "mean": mean}
     rows = [[stem] + [f"{v[n]:.2f}" for n in DIMENSIONS] for stem, v in images.items()]
@@ -204,7 +221,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_bytes(args.json, json.dumps(result, indent=2).encode())
         print(f"wrote {args.json}")
-    return 0
+    return _report_skipped(failed, "triple")
 
 
 def cmd_eval_reward(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -519,6 +520,22 @@ def test_score_cli_json_and_heatmaps(model, demo_set, tmp_path, capsys):
                "--fused", str(demo_set / "fused" / "p1.png"), "--model", str(tmp_path / "rm"), "--device", "cpu",
                "--json", str(tmp_path / "one.json")])
     assert rc == 0 and list(json.loads((tmp_path / "one.json").read_text())["images"]) == ["p1"]
+
+
+def test_score_cli_goes_past_bad_triples_and_names_a_missing_folder(model, demo_set, tmp_path, capsys):
+    from evafusion_core.cli import main
+
+    model.save_pretrained(tmp_path / "rm")
+    fused = tmp_path / "fused"
+    shutil.copytree(demo_set / "fused", fused)
+    (fused / "p1.png").write_bytes(b"not a png")
+    args = ["--model", str(tmp_path / "rm"), "--device", "cpu", "--json", str(tmp_path / "scores.json")]
+    rc = main(["score", "--ir", str(demo_set / "ir"), "--vis", str(demo_set / "vi"), "--fused", str(fused), *args])
+    err = capsys.readouterr().err
+    assert rc == 1 and "1 triple(s) skipped" in err and "p1: " in err and "p1.png" in err
+    assert set(json.loads((tmp_path / "scores.json").read_text())["images"]) == {"p0", "p2", "p3"}
+    rc = main(["score", "--ir", str(demo_set / "ir"), "--vis", str(tmp_path / "nope"), "--fused", str(fused), *args])
+    assert rc == 2 and f"--vis {tmp_path / 'nope'}: no such file or folder" in capsys.readouterr().err
 
 
 def test_heatmap_by_artifact_groups_single_and_several_artifacts():
