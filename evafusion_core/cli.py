@@ -81,16 +81,24 @@ def _report_skipped(failed: dict[str, str], what: str) -> int:
     return 1
 
 
-def _metrics_rows(ir_dir: Path, vis_dir: Path, fused_dir: Path, convention: str, names=None) -> dict:
+def _metrics_rows(ir_dir: Path, vis_dir: Path, fused_dir: Path, convention: str) -> tuple[dict, dict[str, str]]:
+    """(metrics per stem, reason per skipped stem): an unreadable or mismatched triple is left out, not fatal."""
     from tqdm import tqdm
 
     from .io import find_pairs, load_u8
     from .metrics import compute_metrics
 
-    rows = {}
+    rows, failed = {}, {}
     for stem, (a, b, f) in tqdm(find_pairs(ir_dir, vis_dir, fused_dir), desc="metrics", unit="image"):
-        rows[stem] = compute_metrics(load_u8(a), load_u8(b), load_u8(f), convention=convention, names=names)
-    return rows
+        try:
+            rows[stem] = compute_metrics(load_u8(a), load_u8(b), load_u8(f), convention=convention)
+        except EvaFusionError as exc:
+            failed[stem] = str(exc)
+        except ValueError as exc:  # from the metrics, which know arrays, not files
+            failed[stem] = f"{f}: {exc}"
+    if not rows:
+        raise EvaFusionError(f"no triple in {fused_dir} could be measured: {'; '.join(failed.values())}")
+    return rows, failed
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -103,7 +111,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from .evaluate import summarise
     from .io import atomic_write_bytes
 
-    result = summarise(_metrics_rows(Path(args.ir), Path(args.vis), Path(args.fused), args.convention), args.convention)
+    rows, failed = _metrics_rows(Path(args.ir), Path(args.vis), Path(args.fused), args.convention)
+    result = summarise(rows, args.convention)
     names = list(result["mean"])
     rows = [[stem] + [f"{v[m]:.4f}" for m in names] for stem, v in result["images"].items()]
     rows.append(["**mean**"] + [f"{result['mean'][m]:.4f}" for m in names])
@@ -111,7 +120,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_bytes(args.json, json.dumps(result, indent=2).encode())
         print(f"wrote {args.json}")
-    return 0
+    return _report_skipped(failed, "triple")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -65,6 +65,13 @@ def test_metrics_json_shape(pair_dirs, capsys):
     assert data["convention"] == "tang" and set(data["images"]) == {"p0", "p1"}
     assert data["mean"]["Qabf"] == pytest.approx((data["images"]["p0"]["Qabf"] + data["images"]["p1"]["Qabf"]) / 2)
     assert "| **mean** |" in capsys.readouterr().out
+    # A fused image of the wrong size is left out, named, and the run says so by its exit status.
+    Image.fromarray(np.zeros((32, 40), np.uint8)).save(pair_dirs / "f" / "p1.png")
+    assert main(["metrics", "--ir", str(pair_dirs / "ir"), "--vis", str(pair_dirs / "vi"), "--fused",
+                 str(pair_dirs / "f"), "--json", str(js)]) == 1
+    err = capsys.readouterr().err
+    assert "1 triple(s) skipped" in err and "p1.png" in err and "same height and width" in err
+    assert set(json.loads(js.read_text())["images"]) == {"p0"}
 
 
 def test_eval_writes_table_json_and_sheet(pair_dirs):
