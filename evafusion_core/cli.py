@@ -111,8 +111,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from .evaluate import summarise
     from .io import atomic_write_bytes
 
-    rows, failed = _metrics_rows(Path(args.ir), Path(args.vis), Path(args.fused), args.convention)
-    result = summarise(rows, args.convention)
+    per_image, failed = _metrics_rows(Path(args.ir), Path(args.vis), Path(args.fused), args.convention)
+    result = summarise(per_image, args.convention)
     names = list(result["mean"])
     rows = [[stem] + [f"{v[m]:.4f}" for m in names] for stem, v in result["images"].items()]
     rows.append(["**mean**"] + [f"{result['mean'][m]:.4f}" for m in names])
