@@ -691,6 +691,13 @@ def test_refit_script_changes_scores_not_the_heatmap(model, demo_set, tmp_path, 
     assert wide.head_pooling == "rich" and torch.equal(c["heatmap"], d["heatmap"])
     assert torch.allclose(c["scores"][:, 4], d["scores"][:, 4], atol=1e-5)  # Overall kept as trained
     assert json.loads((tmp_path / "rich" / "refit.json").read_text())["chosen_step"][4] == 0
+    two = [*args[:5], str(tmp_path / "two"), *args[6:], "--sizes", str(model.image_size), "40"]
+    assert refit.main(two) == 0  # samples shared between the model's size and a smaller one it upsamples
+    assert "at 40 px, val PLCC before / after" in capsys.readouterr().out
+    by_size = json.loads((tmp_path / "two" / "refit.json").read_text())["val_plcc_by_size"]
+    assert set(by_size) == {str(model.image_size), "40"} and all(len(r["after"]) == 5 for r in by_size.values())
+    assert (tmp_path / "two" / "sources_40.pt").is_file()
+    assert len(torch.load(tmp_path / "two" / "features.pt", weights_only=True)["fit"][0]) == 12
     with pytest.raises(ValueError, match="validation pairs"):
         split_by_pair(["only/one"], 0.5, 0)
     with pytest.raises(SystemExit, match="training config not found"):

@@ -4,7 +4,8 @@
         --config training/configs/reward_small320l_cpu.json --out runs/refit
 
 Samples come from the training config's source pairs, generator and labels, at the model's input
-size, from its *training* pairs only: a stable ``--val-fraction`` of them gives the validation
+size (or shared equally among ``--sizes``: sources loaded smaller reach the model upsampled, as a small
+input does), from its *training* pairs only: a stable ``--val-fraction`` of them gives the validation
 samples that choose each head's step; the pairs the config holds out for testing are never read.
 Writes ``<out>/final`` (``save_pretrained``; the heatmap is unchanged, the config only by ``--head-pooling``),
 ``<out>/refit.json`` (settings, validation PLCC before and after, the curve), ``<out>/plot.png`` (the
@@ -40,6 +41,7 @@ from evafusion_core.reward import DIMENSIONS, load_reward_model  # noqa: E402
 from evafusion_core.reward.model import HEAD_POOLING  # noqa: E402
 from evafusion_core.reward.refit import (  # noqa: E402
     fit_heads,
+    head_plcc,
     pooled_features,
     refit_panels,
     split_by_pair,
@@ -57,6 +59,27 @@ def _fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def _shares(n: int, k: int) -> list[int]:
+    """``n`` samples shared as equally as possible among ``k`` source sizes."""
+    return [n // k + (i < n % k) for i in range(k)]
+
+
+def _features(model: torch.nn.Module, datasets: list[SyntheticRewardData], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` samples' head inputs and labels, in :func:`_shares` from ``datasets`` (one per source size)."""
+    parts = [pooled_features(model, data, m) for data, m in zip(datasets, _shares(n, len(datasets))) if m]
+    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+
+
+def _plcc_by_size(heads: torch.nn.ModuleList, val: tuple[torch.Tensor, torch.Tensor],
+                  sizes: list[int]) -> dict[str, list[float]]:
+    """Each head's validation PLCC on each source size's share of the samples."""
+    out, start = {}, 0
+    for s, m in zip(sizes, _shares(len(val[0]), len(sizes))):
+        out[str(s)] = head_plcc(heads, val[0][start:start + m], val[1][start:start + m])
+        start += m
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="small", help="bundled name, local folder or Hub repo id")
@@ -71,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-4,
                     help="AdamW learning rate (1e-4 was best on the bundled model's validation pairs; 1e-3 overshoots)")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
-    ap.add_argument("--sources-cache", help="a sources_<size>.pt the trainer wrote (default <out>/sources_<size>.pt)")
+    ap.add_argument("--sources-cache", help="a sources_<size>.pt the trainer wrote, at the model's input size "
+                    "(default <out>/sources_<size>.pt)")
+    ap.add_argument("--sizes", nargs="+", type=int, metavar="PX",
+                    help="source sizes the samples are drawn at, in equal shares (default: the model's input size)")
     ap.add_argument("--head-pooling", choices=HEAD_POOLING,
                     help="what the refit heads read (default: what the model's heads read); 'rich' widens them, "
                     "the new inputs starting at zero")
@@ -92,43 +118,59 @@ def main(argv: list[str] | None = None) -> int:
     if args.head_pooling:
         model = with_head_pooling(model, args.head_pooling)
     size = model.image_size
+    sizes = args.sizes or [size]
+    if any(s < 32 for s in sizes):
+        raise SystemExit(f"--sizes {sizes}: each size must be at least 32 px")
 
     dirs = [resolve_path(d) for d in cfg["data"]]
     for d in dirs:
         if not d.is_dir():
             raise SystemExit(f"training data folder not found: {d}")
-    cache = resolve_path(args.sources_cache) if args.sources_cache else out / f"sources_{size}.pt"
-    pairs = load_sources(dirs, tuple(cfg.get("methods", FUSION_BASELINES + PUBLISHED_METHODS)), size=size, cache=cache)
     split = cfg.get("split", {"test_fraction": 0.15, "seed": 0})
-    train = [p for p in pairs if not is_test_pair(p.key, split["test_fraction"], split["seed"])]
-    fit_keys, val_keys = split_by_pair([p.key for p in train], args.val_fraction, args.seed)
     syn = SyntheticConfig.from_dict({**(cfg.get("synthetic") or {}), "paired": False})
-    by_key = {p.key: p for p in train}
-    fit_data = SyntheticRewardData([by_key[k] for k in fit_keys], seed=args.seed, config=syn)
-    val_data = SyntheticRewardData([by_key[k] for k in val_keys], seed=args.seed + 1, config=syn)
-    print(f"{len(fit_keys)} fit pairs, {len(val_keys)} validation pairs ({len(pairs) - len(train)} test pairs unused)")
+    methods = tuple(cfg.get("methods", FUSION_BASELINES + PUBLISHED_METHODS))
+    fit_sets, val_sets = [], []
+    for i, s in enumerate(sizes):
+        given = args.sources_cache and s == size
+        cache = resolve_path(args.sources_cache) if given else out / f"sources_{s}.pt"
+        pairs = load_sources(dirs, methods, size=s, cache=cache)
+        train = [p for p in pairs if not is_test_pair(p.key, split["test_fraction"], split["seed"])]
+        fit_keys, val_keys = split_by_pair([p.key for p in train], args.val_fraction, args.seed)
+        by_key = {p.key: p for p in train}
+        # The first size keeps the seeds a single-size refit uses, so its samples are the same.
+        fit_sets.append(SyntheticRewardData([by_key[k] for k in fit_keys], seed=args.seed + 2 * i, config=syn))
+        val_sets.append(SyntheticRewardData([by_key[k] for k in val_keys], seed=args.seed + 2 * i + 1, config=syn))
+    print(f"{len(fit_keys)} fit pairs, {len(val_keys)} validation pairs ({len(pairs) - len(train)} test pairs unused)"
+          f", at {', '.join(f'{s} px' for s in sizes)}")
 
     meta = {"model": str(args.model), "weights": _fingerprint(model), "config": str(config_path),
             "samples": args.samples, "val_samples": args.val_samples, "val_fraction": args.val_fraction,
-            "seed": args.seed, "size": size, "head_pooling": model.head_pooling}
+            "seed": args.seed, "size": size, "sizes": sizes, "head_pooling": model.head_pooling}
     feat_path = out / "features.pt"
     cached = torch.load(feat_path, weights_only=True) if feat_path.is_file() else None
     if cached is not None and cached.get("meta") == meta:
         fit, val = tuple(cached["fit"]), tuple(cached["val"])
         print(f"features from {feat_path}")
     else:
-        fit = pooled_features(model, fit_data, args.samples)
-        val = pooled_features(model, val_data, args.val_samples)
+        fit = _features(model, fit_sets, args.samples)
+        val = _features(model, val_sets, args.val_samples)
         tmp = feat_path.with_suffix(".tmp")
         torch.save({"meta": meta, "fit": list(fit), "val": list(val)}, tmp)
         tmp.replace(feat_path)
 
+    before = _plcc_by_size(model.heads.cpu(), val, sizes)
     heads, record = fit_heads(model.heads.cpu(), fit, val, steps=args.steps, lr=args.lr,
                               weight_decay=args.weight_decay, keep=[DIMENSIONS.index(d) for d in args.keep])
+    record["val_plcc_by_size"] = {s: {"before": before[s], "after": after}
+                                  for s, after in _plcc_by_size(heads, val, sizes).items()}
     print(f"{'dimension':<22} {'val PLCC before':>16} {'after':>8} {'step':>6}")
     for k, name in enumerate(DIMENSIONS):
         print(f"{name:<22} {record['val_plcc_before'][k]:>16.4f} {record['val_plcc_after'][k]:>8.4f} "
               f"{record['chosen_step'][k]:>6}")
+    if len(sizes) > 1:
+        for s, r in record["val_plcc_by_size"].items():
+            print(f"at {s} px, val PLCC before / after: " + ", ".join(
+                f"{name} {b:.4f} / {a:.4f}" for name, b, a in zip(DIMENSIONS, r["before"], r["after"])))
     model.heads = heads.to(device)
     model.save_pretrained(out / "final")
     atomic_write_bytes(out / "refit.json", json.dumps({"settings": {**meta, "steps": args.steps, "lr": args.lr,

@@ -51,7 +51,8 @@ def pooled_features(model: nn.Module, data: Any, n: int, batch_size: int = 16,
     return torch.cat(xs), torch.cat(ys)
 
 
-def _head_plcc(heads: nn.ModuleList, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+def head_plcc(heads: nn.ModuleList, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Each head's PLCC against its label column of ``y`` on the head inputs ``x``."""
     with torch.no_grad():
         return [plcc(torch.sigmoid(head(x)).squeeze(1).numpy(), y[:, k].numpy()) for k, head in enumerate(heads)]
 
@@ -80,7 +81,7 @@ def fit_heads(
         raise ValueError(f"features/labels do not match {len(heads)} heads: fit {tuple(xf.shape)}/{tuple(yf.shape)}, "
                          f"val {tuple(xv.shape)}/{tuple(yv.shape)}")
     fitted = copy.deepcopy(heads).float().train()
-    start = _head_plcc(fitted, xv, yv)
+    start = head_plcc(fitted, xv, yv)
     best = [(r, 0, copy.deepcopy(h.state_dict())) for r, h in zip(start, fitted)]
     curve = [{"step": 0, "val_plcc": start}]
     if any(not 0 <= k < len(heads) for k in keep):
@@ -96,7 +97,7 @@ def fit_heads(
         loss.backward()
         opt.step()
         if step % every == 0 or step == steps:
-            now = _head_plcc(fitted, xv, yv)
+            now = head_plcc(fitted, xv, yv)
             curve.append({"step": step, "val_plcc": now, "fit_loss": loss.item()})
             for k, (r, h) in enumerate(zip(now, fitted)):
                 if k in train and r > best[k][0]:
