@@ -344,6 +344,23 @@ def _tiny_cfg(data: Path, out: Path) -> dict:
     return cfg
 
 
+def test_training_on_sources_at_two_sizes_alternates_them(demo_set, tmp_path):
+    from evafusion_core.data.synthetic import SyntheticRewardData, load_sources
+    from evafusion_core.reward.train import _SyntheticBatches, train
+
+    cfg = {**_tiny_cfg(demo_set, tmp_path / "two"), "source_sizes": [64, 40]}
+    train(cfg, device="cpu", progress=False)
+    assert (tmp_path / "two" / "sources_64.pt").is_file() and (tmp_path / "two" / "sources_40.pt").is_file()
+    assert (tmp_path / "two" / "final" / "model.safetensors").is_file()
+    big, small = (SyntheticRewardData(load_sources([demo_set], ("average",), size=s, progress=False), seed=0)
+                  for s in (64, 40))
+    batches = _SyntheticBatches([big, small], world=1)
+    assert [batches.batch(k, 0, 2)["fused"].shape[-1] for k in range(4)] == [64, 40, 64, 40]
+    for bad in ([64, "40"], [16], 64):
+        with pytest.raises(ValueError, match="source_sizes must be a list"):
+            train({**cfg, "source_sizes": bad}, device="cpu", progress=False)
+
+
 def test_resume_is_equivalent_to_an_uninterrupted_run(demo_set, tmp_path):
     from safetensors.torch import load_file
 

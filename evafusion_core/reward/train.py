@@ -6,7 +6,9 @@
 
 Data: synthetic samples from the training split of the configured IVIF sets (the source
 pairs that ``is_test_pair`` holds out, which ``evafusion eval-reward --split test`` scores,
-never appear), generated at the model's input size; or, with ``--hf DIR``, the ``train``
+never appear), generated at the model's input size (or, with ``source_sizes``, from the sources
+loaded at each listed size in turn, one size per batch: smaller ones reach the network upsampled, as
+small inputs do); or, with ``--hf DIR``, the ``train``
 split of a human-feedback folder; or a weighted mix (config ``sources``, or ``--feedback
 DIR=W`` and ``--synthetic-weight W``) that adds feedback folders written by the Rate Fusion
 and Compare Fusions nodes. ``init`` in the config starts from saved weights, and ``freeze:
@@ -243,14 +245,18 @@ class _FeedbackBatches:
 
 
 class _SyntheticBatches:
-    def __init__(self, data, world: int) -> None:
-        self.data, self.world = data, world
+    """Batches of synthetic samples; with several datasets (one per source size), step k draws from
+    dataset k mod n, so a batch has one image size and a paired sample keeps its partner."""
+
+    def __init__(self, datasets: Sequence[Any], world: int) -> None:
+        self.datasets, self.world = list(datasets), world
 
     def batch(self, step: int, rank: int, batch_size: int) -> dict[str, torch.Tensor]:
         from ..data.synthetic import collate
 
+        data = self.datasets[step % len(self.datasets)]
         start = (step * self.world + rank) * batch_size
-        return collate([self.data.sample(start + j) for j in range(batch_size)])
+        return collate([data.sample(start + j) for j in range(batch_size)])
 
 
 class _MixedBatches:
@@ -372,6 +378,16 @@ def training_sources(cfg: dict[str, Any], hf: str | None = None) -> list[dict[st
     if hf:
         return [{"kind": "hf", "path": hf, "weight": 1.0}]
     return [{"kind": "synthetic", "weight": 1.0}]
+
+
+def source_sizes(cfg: dict[str, Any], size: int) -> list[int]:
+    """The sizes synthetic sources are loaded at (config ``source_sizes``; default the model's input
+    ``size``), checked so that a typo fails before minutes of fusing."""
+    sizes = cfg.get("source_sizes") or [size]
+    if not isinstance(sizes, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 32
+                                              for s in sizes):
+        raise ValueError(f"source_sizes must be a list of sizes in pixels, each at least 32; got {sizes!r}")
+    return sizes
 
 
 def _sources(cfg: dict[str, Any], size: int, out: Path, rank: int, world: int):
@@ -560,12 +576,17 @@ def train(
                 log.info("feedback %s: %d rated images, %d preferences, weight %g", src["path"], len(data.samples),
                          len(data.pairs), weight)
         elif kind == "synthetic":
-            pairs = _sources(cfg, size, out, rank, world)
-            train_pairs = [p for p in pairs if not is_test_pair(p.key, split["test_fraction"], split["seed"])]
-            test_pairs = [p for p in pairs if is_test_pair(p.key, split["test_fraction"], split["seed"])]
             syn = SyntheticConfig.from_dict(cfg.get("synthetic"))
-            parts.append((_SyntheticBatches(SyntheticRewardData(train_pairs, seed=seed, config=syn), world), weight))
-            n_train += len(train_pairs)
+            datasets = []
+            # The first size draws as a single-size run does; validation comes from it.
+            for i, s in enumerate(source_sizes(cfg, size)):
+                pairs = _sources(cfg, s, out, rank, world)
+                train_pairs = [p for p in pairs if not is_test_pair(p.key, split["test_fraction"], split["seed"])]
+                datasets.append(SyntheticRewardData(train_pairs, seed=seed + 1000 * i, config=syn))
+                if i == 0:
+                    test_pairs = [p for p in pairs if is_test_pair(p.key, split["test_fraction"], split["seed"])]
+                    n_train += len(train_pairs)
+            parts.append((_SyntheticBatches(datasets, world), weight))
             if rank == 0 and test_pairs and cfg.get("val_samples", 0):
                 # unpaired: twice as many source pairs for the same count
                 vdata = SyntheticRewardData(test_pairs, seed=seed + 999, config=SyntheticConfig.from_dict(
