@@ -47,7 +47,7 @@ from evafusion_core.reward.refit import (  # noqa: E402
     split_by_pair,
     with_head_pooling,
 )
-from evafusion_core.reward.train import resolve_path  # noqa: E402
+from evafusion_core.reward.train import resolve_path, source_sizes  # noqa: E402
 
 
 def _fingerprint(model: torch.nn.Module) -> str:
@@ -118,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.head_pooling:
         model = with_head_pooling(model, args.head_pooling)
     size = model.image_size
-    sizes = args.sizes or [size]
-    if any(s < 32 for s in sizes):
-        raise SystemExit(f"--sizes {sizes}: each size must be at least 32 px")
+    try:
+        sizes = source_sizes({"source_sizes": args.sizes}, size)  # the trainer's check of the same setting
+    except ValueError as exc:
+        raise SystemExit(f"--sizes: {exc}") from None
 
     dirs = [resolve_path(d) for d in cfg["data"]]
     for d in dirs:
