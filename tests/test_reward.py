@@ -476,6 +476,30 @@ def test_time_budget_fixes_the_step_count_and_a_resumed_run_keeps_it(demo_set, t
     assert steps == list(range(1, 31)) and (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
+def test_time_budget_refits_the_step_count_on_the_wall_clock_pace_in_the_first_half(demo_set, tmp_path, monkeypatch):
+    """The warm-up's step times miss validation and checkpoints; each checkpoint in the first half of the run
+    fits the count again on the pace the run has really kept."""
+    from evafusion_core.reward import train as train_mod
+
+    calls = []
+
+    def fitted(seconds_left, step_seconds, done):
+        calls.append((done, list(step_seconds)))
+        return 100 if len(calls) == 1 else 36  # slower than the warm-up promised
+
+    monkeypatch.setattr(train_mod, "fit_to_budget", fitted)
+    cfg = {**_tiny_cfg(demo_set, tmp_path / "run"), "warmup": 20, "time_budget_s": 600.0, "checkpoint_every": 5}
+    del cfg["steps"]
+    train_mod.train(cfg, device="cpu", progress=False)
+    # Sized at step 20 (100 steps, so re-fitted up to step 50); re-fitted at 25, 30 and 35, where it ends.
+    assert [d for d, _ in calls] == [20, 25, 30, 35]
+    assert len(calls[0][1]) == 20 and all(len(p) == 1 and p[0] > 0 for _, p in calls[1:])  # one wall-clock pace
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 37)) and (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["extra"]["total"] == 36
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 36
+
+
 def test_two_process_ddp_smoke_run_on_gloo(demo_set, tmp_path):
     """Two processes on a mix of synthetic data and a feedback folder (ratings and a preference), with the
     step count fitted to a time budget, on which the two ranks must agree."""

@@ -22,8 +22,9 @@ AdamW with linear warm-up and a cosine decay. Every step is logged to ``<out>/lo
 checkpoints (weights, optimiser, scheduler, step, RNG) are atomic, and a batch depends
 only on (seed, step, rank), so ``--resume`` continues a killed run exactly, and DataLoader
 workers (config ``workers``; by default none on the CPU, up to 8 on a GPU) build batches ahead. ``time_budget_s``
-replaces ``steps``: the pace measured during the warm-up fixes the step count (kept in the
-checkpoint, so a resumed run keeps it), and the cosine schedule then ends on time.
+replaces ``steps``: the pace measured during the warm-up fixes the step count, fitted again on the
+wall-clock pace at each checkpoint in the first half (the count is kept in the checkpoint, so a resumed run
+keeps it), and the cosine schedule then ends on time.
 ``<out>/plot.png`` (losses, learning rate, validation PLCC and heatmap scores) is redrawn at
 every checkpoint. The final
 network is written with ``save_pretrained`` to ``<out>/final``.
@@ -620,7 +621,7 @@ def train(
     logf = open(out / "log.jsonl", "a") if rank == 0 else None  # closed in finally
     bar = tqdm(total=total if sized else None, initial=step, desc="train reward", disable=rank != 0 or not progress)
     stream = _batch_stream(batches, rank, bs, step, data_workers(cfg.get("workers"), dev, world), dev.type == "cuda")
-    started, step_seconds = time.perf_counter(), []
+    started, step_seconds, first_step, refit_until = time.perf_counter(), [], step, 0
     try:
         while step < end:
             t0 = time.perf_counter()
@@ -659,13 +660,22 @@ def train(
             sched.step()
             step += 1
             step_seconds.append(time.perf_counter() - t0)
-            if not sized and step >= warmup:
-                total, sized = _fitted_total(budget - (time.perf_counter() - started), step_seconds, step, world), True
+            refit = refit_until and step % every == 0 and step <= refit_until
+            if (not sized and step >= warmup) or refit:
+                elapsed = time.perf_counter() - started
+                # The warm-up's median step leaves out validation, checkpoints and slower later steps (an H200
+                # run overran its budget by 17%), so the count is fitted again at each checkpoint in the first
+                # half on the wall-clock pace so far; the cosine schedule is then still near its peak.
+                paces = [elapsed / (step - first_step)] if refit else step_seconds
+                total = _fitted_total(budget - elapsed, paces, step, world)
+                if not sized:
+                    sized, refit_until = True, total // 2
                 end = min(total, stop_after) if stop_after else total
                 bar.total = total
                 bar.refresh()
                 if rank == 0:
-                    log.info("time budget %.0f s: %d steps in all", budget, total)
+                    if not refit:
+                        log.info("time budget %.0f s: %d steps in all", budget, total)
                     (out / "config.json").write_text(json.dumps({**cfg, "hf": hf, "world_size": world, "steps": total},
                                                                 indent=2))
             if logf:
