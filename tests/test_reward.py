@@ -824,21 +824,6 @@ def test_dimension_maps_grow_from_a_model_without_them(model, tmp_path):
     assert back.dimension_maps and torch.allclose(back.predict(*x)["dimension_maps"], out["dimension_maps"])
 
 
-def test_a_source_alone_is_a_training_method_charged_for_what_it_drops(demo_set):
-    """``ir_alone`` / ``vis_alone`` are the sources themselves; the retention labels of a clean sample charge
-    the visible image alone on Thermal Retention and the IR image alone on Texture, more than a real fusion."""
-    from evafusion_core.data.synthetic import SyntheticConfig, SyntheticRewardData, load_sources, make_sample
-
-    pairs = load_sources([demo_set], ("average", "ir_alone", "vis_alone"), size=48, progress=False)
-    p = pairs[0]
-    assert torch.equal(p.fused["ir_alone"], p.ir) and torch.equal(p.fused["vis_alone"], p.vis)
-    th, tx = DIMENSIONS.index("Thermal Retention"), DIMENSIONS.index("Texture Preservation")
-    clean = {m: make_sample(p, m, [], labels="retention")["scores"] for m in ("average", "ir_alone", "vis_alone")}
-    assert clean["vis_alone"][th] < clean["average"][th] and clean["ir_alone"][tx] < clean["average"][tx]
-    methods = {SyntheticRewardData(pairs, seed=0, config=SyntheticConfig()).specs(i)[1] for i in range(60)}
-    assert methods == {"average", "ir_alone", "vis_alone"}  # drawn like any other method
-
-
 def test_dimension_map_loss_trains_the_maps(demo_set, tmp_path):
     """The map loss reaches the new output: a few steps on one batch fit its maps better, and a
     training run logs the term and saves a model that has the maps."""

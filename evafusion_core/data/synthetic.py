@@ -70,10 +70,6 @@ BENCHMARK_LABELS = "retention"
 
 FUSION_BASELINES = ("light", "average", "max", "laplacian")
 PUBLISHED_METHODS = ("SeAFusion", "IFCNN", "DenseFuse")
-# A source passed off as the fusion: what a fusion network collapsing onto one input would give. As training
-# methods they show the reward model whole fusions that keep none of the other source (the retention labels
-# charge them for it); the rank check scores the same two against a real fusion.
-SOURCES_ALONE = ("ir_alone", "vis_alone")
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,8 +537,8 @@ def load_sources(
 ) -> list[SourcePair]:
     """Load every pair of each ``<set>/ir`` + ``<set>/vi`` folder with its clean fused images.
 
-    Baselines in ``methods`` are computed here, :data:`SOURCES_ALONE` are the sources themselves; published
-    methods are read from ``<set>/fused/<Method>/<stem>.png`` when present (missing ones are skipped). With
+    Baselines in ``methods`` are computed here; published methods are read from
+    ``<set>/fused/<Method>/<stem>.png`` when present (missing ones are skipped). With
     ``size`` everything is resized to ``size`` x ``size`` (fused at full size first). ``stems``
     keeps only those keys (``set/stem``). ``cache`` (a .pt file) skips the work next time.
     """
@@ -573,8 +569,6 @@ def load_sources(
             for name in methods:
                 if name in models:
                     fused[name] = fuse(models[name], ir[None], vis[None])[0]
-                elif name in SOURCES_ALONE:
-                    fused[name] = ir if name == "ir_alone" else vis
                 else:
                     p = root / "fused" / name / f"{stem}.png"
                     if p.is_file():
