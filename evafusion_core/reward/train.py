@@ -323,8 +323,8 @@ def data_workers(setting: int | str | None, device: torch.device, world: int = 1
 
 def fit_to_budget(seconds_left: float, step_seconds: list[float], done: int, reserve: float = 0.05) -> int:
     """The total step count that ends a run within ``seconds_left``: the pace is the median step time
-    after the first five (worker start-up, kernel selection), and ``reserve`` of the time is kept for
-    validation and saving."""
+    after the first five (worker start-up, kernel selection), or the one value given (a re-fit passes the
+    wall-clock pace), and ``reserve`` of the time is kept for validation and saving."""
     import statistics
 
     pace = statistics.median(step_seconds[5:] or step_seconds)
