@@ -327,6 +327,52 @@ def test_retention_deficits_are_computed_once_per_clean_fusion(sources, monkeypa
     first = make_sample(p, "average", [], colour=True, labels="retention")["scores"]
     again = make_sample(p, "average", [ArtifactSpec("noise", 0.5, 3)], colour=True, labels="retention")["scores"]
     make_sample(p, "average", [], colour=False, labels="retention")
-    assert len(calls) == 2 and set(p.deficits) == {("average", True), ("average", False)}
-    assert torch.allclose(first[:2], 5.0 - 4.0 * torch.tensor(p.deficits["average", True]), atol=0.05)
+    assert len(calls) == 2 and set(p.deficits) == {("average", True, "retention"), ("average", False, "retention")}
+    assert torch.allclose(first[:2], 5.0 - 4.0 * torch.tensor(p.deficits["average", True, "retention"]), atol=0.05)
     assert torch.all(again <= first)
+
+
+def _night_scene_with_one_small_person() -> tuple[torch.Tensor, torch.Tensor]:
+    """A dark IR frame with one warm 5x5 target (0.24% of it) and a bright textured visible image."""
+    g = torch.Generator().manual_seed(3)
+    ir = torch.full((1, 96, 108), 0.05)
+    ir[:, 40:45, 50:55] = 0.9
+    vis = (0.5 + 0.1 * torch.randn(1, 96, 108, generator=g)).clamp(0, 1)
+    return ir, vis
+
+
+def test_targets_labels_charge_the_loss_of_a_small_warm_target():
+    """"retention" counts hot targets only from 0.5% of the frame, so losing one small person costs
+    nothing; "targets" counts from 0.05%: the visible image alone loses Thermal points, the max keeps them."""
+    from evafusion_core.data.synthetic import MIN_TARGET_AREA, retention_deficits
+
+    ir, vis = _night_scene_with_one_small_person()
+    assert retention_deficits(vis, ir, vis, MIN_TARGET_AREA["retention"])[0] == 0.0
+    assert retention_deficits(vis, ir, vis, MIN_TARGET_AREA["targets"])[0] > 0.4
+    assert retention_deficits(torch.maximum(ir, vis), ir, vis, MIN_TARGET_AREA["targets"])[0] < 0.05
+
+
+def test_targets_labels_mark_a_thermal_loss_only_where_it_changes_the_image():
+    """A whole-image thermal loss at full strength turns the fusion into the visible image. Under
+    "targets" labels its heatmap marks the lost target, not the unchanged frame around it, and its
+    Thermal label is as harsh as the retention charge for the visible image alone (within 0.15)."""
+    from evafusion_core.data.synthetic import MIN_TARGET_AREA, apply_artifacts, retention_deficits
+
+    ir, vis = _night_scene_with_one_small_person()
+    fused = torch.maximum(ir, vis)
+    spec = [ArtifactSpec("thermal_loss", 1.0, 0, whole=True)]
+    out, heat, eff = apply_artifacts(fused, ir, vis, spec, focus_targets=True)
+    assert torch.allclose(out, vis)
+    assert float(heat[:, 40:45, 50:55].mean()) > 0.3 and float(heat[:, :30].max()) == 0.0
+    thermal = 5.0 - float(scores_for(eff)[0])
+    alone = 4.0 * retention_deficits(vis, ir, vis, MIN_TARGET_AREA["targets"])[0]
+    assert thermal == pytest.approx(alone, abs=0.6)  # 0.15 of the 0..1 deficit, on the 1..5 scale
+    _, plain_heat, plain = apply_artifacts(fused, ir, vis, spec)
+    assert float(plain_heat[:, :30].min()) > 0 and 5.0 - float(scores_for(plain)[0]) < thermal
+
+
+def test_targets_labels_stay_monotone_in_strength(sources):
+    p = sources[0]
+    for name in ("thermal_loss", "texture_loss", "halo"):
+        scores = torch.stack([s["scores"] for s in ladder(p, "average", name, seed=7, labels="targets")])
+        assert torch.all(scores[1:] <= scores[:-1] + 1e-6), (name, scores)

@@ -62,8 +62,15 @@ GLOBAL_OK = {"ghosting", "thermal_loss", "texture_loss", "noise", "blur", "block
 #: Visible-only detail of this mean amplitude (high-pass, 0..1 luma) or more is fully visible when lost.
 DETAIL_REFERENCE = 0.04
 #: Label schemes: "relative" scores artifacts against the clean fusion (every clean fusion scores 5);
-#: "retention" also charges a clean fusion the IR contrast and visible detail it did not keep.
-LABELS = ("relative", "retention")
+#: "retention" also charges a clean fusion the IR contrast and visible detail it did not keep;
+#: "targets" is "retention" that also sees small thermal targets (see :data:`MIN_TARGET_AREA` and
+#: :func:`_thermal_loss`): a night scene's few warm people count whether a fusion method or a
+#: thermal-loss artifact drops them.
+LABELS = ("relative", "retention", "targets")
+#: Hot targets must cover this fraction of the image to be charged for under each retention scheme.
+#: "retention"'s 0.5% let the visible image alone score as well as a good fusion on night scenes
+#: whose people cover 0.1-0.4% of the frame (msrs34), a cliff the model could only blur over.
+MIN_TARGET_AREA = {"retention": 0.005, "targets": 0.0005}
 #: The scheme the bundled reward model was trained on and is benchmarked with (``eval-reward``'s default).
 #: Configs without ``synthetic.labels`` keep meaning "relative", as when they were written.
 BENCHMARK_LABELS = "retention"
@@ -250,10 +257,16 @@ def _ghosting(f, ir, vis, s, g, whole=False):
     return _lerp(f, ghost, m), m, _visibility(0.5 * (shifted - f), m, 0.04)
 
 
-def _thermal_loss(f, ir, vis, s, g, whole=False):
+def _thermal_loss(f, ir, vis, s, g, whole=False, focus=False):
     m = _region("thermal_loss", ir, g, whole)
     target = _as_channels(vis, f.shape[0]) if f.shape[0] == vis.shape[0] else _as_channels(luma(vis), f.shape[0])
-    return _lerp(f, target, m * s), m, _visibility(target - f, m, 0.15)
+    out = _lerp(f, target, m * s)
+    if focus:
+        # Label only where losing the IR changes the image (a luma change of 0.1 or more counts fully):
+        # the visible image alone at night loses a few warm people, not the whole frame, and a mean
+        # over the whole frame would call that loss invisible ("targets" labels).
+        m = m * (luma(target - f).abs() / 0.1).clamp(0, 1)
+    return out, m, _visibility(target - f, m, 0.15)
 
 
 def _texture_loss(f, ir, vis, s, g, whole=False):
@@ -373,14 +386,16 @@ class Effect:
 
 
 def apply_artifacts(
-    fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor, specs: Sequence[ArtifactSpec]
+    fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor, specs: Sequence[ArtifactSpec], *,
+    focus_targets: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, list[Effect]]:
     """Inject ``specs`` in order into ``fused`` [C,H,W]. Returns (degraded [C',H,W], heatmap [1,H,W], effects).
 
     The heatmap is the pixel-wise maximum of mask x effective strength over the artifacts,
     where effective strength = strength x visibility (how much this content lets the artifact
     show at all; independent of strength, so labels stay monotone in it). A colour cast turns
-    a grey fused image into colour (C' = 3).
+    a grey fused image into colour (C' = 3). ``focus_targets`` ("targets" labels) labels a thermal
+    loss only where it changes the image.
     """
     out = fused.float().clone()
     heat = torch.zeros(1, *fused.shape[-2:])
@@ -394,8 +409,9 @@ def apply_artifacts(
             raise ValueError(f"artifact {spec.name!r} cannot cover the whole image; those that can: "
                              + ", ".join(sorted(GLOBAL_OK)))
         g = np.random.default_rng(spec.seed)
+        extra = {"focus": True} if focus_targets and spec.name == "thermal_loss" else {}
         out, mask, visibility = _ARTIFACT_FNS[spec.name](out, ir.float(), vis.float(), float(spec.strength), g,
-                                                         whole=spec.whole)
+                                                         whole=spec.whole, **extra)
         out = out.clamp(0, 1)
         heat = torch.maximum(heat, mask * (spec.strength * visibility))
         effects.append(Effect(spec.name, float(spec.strength), float(mask.mean()), float(visibility), mask))
@@ -434,7 +450,8 @@ def _detail(x: torch.Tensor) -> torch.Tensor:
     return (x - F.avg_pool2d(x.unsqueeze(0), k, stride=1, padding=k // 2, count_include_pad=False)[0]).abs()
 
 
-def retention_deficits(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> tuple[float, float]:
+def retention_deficits(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor,
+                       min_target_area: float = MIN_TARGET_AREA["retention"]) -> tuple[float, float]:
     """Thermal and Texture deficits (0..1) of a fusion for what it fails to keep of its sources.
 
     Fusion methods differ in how much of each source they keep: an average keeps half the IR
@@ -443,14 +460,16 @@ def retention_deficits(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor)
     loss, so the clean fusion is charged the same way: (1 - share kept) x visibility x area,
     the form of :func:`severity` with strength = share lost. Hot targets are the top 10% of
     the IR luma where it exceeds the visible by over 0.1; visible-only detail is the top 20%
-    of the visible high-pass where the IR's is under half of it. Visibility uses the gap and the
-    detail amplitude (references 0.15 as for thermal loss, and :data:`DETAIL_REFERENCE`).
+    of the visible high-pass where the IR's is under half of it. Hot targets count from
+    ``min_target_area`` of the image (:data:`MIN_TARGET_AREA`), visible-only detail from 0.5%.
+    Visibility uses the gap and the detail amplitude (references 0.15 as for thermal loss, and
+    :data:`DETAIL_REFERENCE`).
     """
     fy, iy, vy = luma(fused.float()), luma(ir.float()), luma(vis.float())
     gap = iy - vy
     hot = (iy >= _quantile(iy, 0.9)) & (gap > 0.1)
     thermal = 0.0
-    if hot.float().mean() >= 0.005:
+    if hot.float().mean() >= min_target_area:
         share = float(((fy - vy) / gap)[hot].clamp(0, 1).mean())
         visibility = min(1.0, float(gap[hot].mean()) / 0.15) ** 0.5
         thermal = (1 - share) * visibility * _area_weight(float(hot.float().mean()))
@@ -492,9 +511,9 @@ class SourcePair:
     ir: torch.Tensor
     vis: torch.Tensor
     fused: dict[str, torch.Tensor] = field(default_factory=dict)
-    #: Each clean fusion's retention deficits by (method, colour), filled on first use: they depend on
-    #: nothing else, and recomputing them took about 6% of a training step.
-    deficits: dict[tuple[str, bool], tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
+    #: Each clean fusion's retention deficits by (method, colour, label scheme), filled on first use: they
+    #: depend on nothing else, and recomputing them took about 6% of a training step.
+    deficits: dict[tuple[str, bool, str], tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
 
     def get(self, what: str) -> torch.Tensor:
         t = self.ir if what == "ir" else self.vis if what == "vis" else self.fused[what]
@@ -659,12 +678,12 @@ def make_sample(
         raise ValueError(f"labels must be one of {', '.join(LABELS)}; got {labels!r}")
     ir, vis = pair.get("ir"), pair.get("vis")
     clean = _clean_fused(pair, method, colour)
-    fused, heat, effects = apply_artifacts(clean, ir, vis, specs)
+    fused, heat, effects = apply_artifacts(clean, ir, vis, specs, focus_targets=labels == "targets")
     base = (0.0, 0.0, 0.0, 0.0)
-    if labels == "retention":
-        if (method, colour) not in pair.deficits:
-            pair.deficits[method, colour] = retention_deficits(clean, ir, vis)
-        base = (*pair.deficits[method, colour], 0.0, 0.0)
+    if labels in MIN_TARGET_AREA:
+        if (method, colour, labels) not in pair.deficits:
+            pair.deficits[method, colour, labels] = retention_deficits(clean, ir, vis, MIN_TARGET_AREA[labels])
+        base = (*pair.deficits[method, colour, labels], 0.0, 0.0)
     sample = {
         "fused": fused,
         "ir": ir,
