@@ -274,12 +274,14 @@ def test_hf_export_accepts_original_naming(tmp_path):
         export_hf({"test": [{**rec, "scores": [0, 1, 2, 3, 4]}]}, tmp_path / "bad")
 
 
-def _hot_and_textured_pair() -> tuple[torch.Tensor, torch.Tensor]:
-    """IR: a dim scene with a hot square. Visible: grey with fine texture that the IR image lacks."""
-    g = torch.Generator().manual_seed(0)
-    ir = torch.full((1, 64, 64), 0.2)
-    ir[:, 20:36, 20:36] = 0.9
-    vis = (0.45 + 0.15 * torch.randn(1, 64, 64, generator=g)).clamp(0, 1)
+def _hot_and_textured_pair(size: tuple[int, int] = (64, 64), box: tuple[int, int, int, int] = (20, 36, 20, 36),
+                            ir_level: float = 0.2, vis_mean: float = 0.45, vis_texture: float = 0.15,
+                            seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """IR: a uniform scene with one hot box (rows, then columns). Visible: grey with fine texture that the IR lacks."""
+    g = torch.Generator().manual_seed(seed)
+    ir = torch.full((1, *size), ir_level)
+    ir[:, box[0]:box[1], box[2]:box[3]] = 0.9
+    vis = (vis_mean + vis_texture * torch.randn(1, *size, generator=g)).clamp(0, 1)
     return ir, vis
 
 
@@ -334,11 +336,7 @@ def test_retention_deficits_are_computed_once_per_clean_fusion(sources, monkeypa
 
 def _night_scene_with_one_small_person() -> tuple[torch.Tensor, torch.Tensor]:
     """A dark IR frame with one warm 5x5 target (0.24% of it) and a bright textured visible image."""
-    g = torch.Generator().manual_seed(3)
-    ir = torch.full((1, 96, 108), 0.05)
-    ir[:, 40:45, 50:55] = 0.9
-    vis = (0.5 + 0.1 * torch.randn(1, 96, 108, generator=g)).clamp(0, 1)
-    return ir, vis
+    return _hot_and_textured_pair((96, 108), (40, 45, 50, 55), ir_level=0.05, vis_mean=0.5, vis_texture=0.1, seed=3)
 
 
 def test_targets_labels_charge_the_loss_of_a_small_warm_target():
