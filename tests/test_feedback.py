@@ -275,6 +275,46 @@ def test_reward_training_mixes_feedback_with_a_ranking_loss(tmp_path):
     assert (out / "final" / "model.safetensors").is_file()
 
 
+def test_drawn_masks_train_the_heatmap_with_the_encoder_frozen(tmp_path, caplog):
+    """freeze "encoder" trains the heads and the heatmap decoder alone, and the heatmap learns where raters
+    drew artifacts; freeze "features" keeps the heatmap and says by name that the masks train nothing."""
+    from safetensors.torch import load_file
+
+    from evafusion_core.reward import load_reward_model
+    from evafusion_core.reward.train import train
+    from tests.test_reward import TINY, tiny_model
+
+    store = FeedbackStore(tmp_path / "fb")
+    mask = torch.zeros(24, 32)
+    mask[:, :16] = 1  # every rater marks the left half
+    for k in range(4):
+        store.add_rating(*triple(20 + k), [3] * 5, annotator="ana", mask=mask)
+    tiny_model().save_pretrained(tmp_path / "rm")
+    cfg = json.loads((REPO / "training" / "configs" / "reward_small.json").read_text())
+    cfg.update({"sources": [{"kind": "feedback", "path": str(store.root), "weight": 1.0}], "init": str(tmp_path / "rm"),
+                "model": {"preset": "small", **TINY}, "steps": 40, "batch_size": 4, "warmup": 1, "lr": 1e-2,
+                "checkpoint_every": 40, "val_every": 0, "val_samples": 0, "threads": 1, "preference_batch": 0,
+                "freeze": "encoder", "out": str(tmp_path / "enc")})
+    torch.set_num_threads(1)
+
+    def left_minus_right(folder: Path) -> float:
+        heat = load_reward_model(folder).predict(*(t[None] for t in triple(20)))["heatmap"][0, 0]
+        return float(heat[:, :16].mean() - heat[:, 16:].mean())
+
+    before = load_file(str(tmp_path / "rm" / "model.safetensors"))
+    train(cfg, device="cpu", progress=False)
+    after = load_file(str(tmp_path / "enc" / "final" / "model.safetensors"))
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert {"heads", "dec_out"} <= changed <= {"heads", "dec_in", "dec_blocks", "dec_out", "skips", "pixel_skips"}
+    assert left_minus_right(tmp_path / "rm") < 0.1 < left_minus_right(tmp_path / "enc" / "final")
+
+    with caplog.at_level("WARNING", logger="train_reward"):
+        train({**cfg, "freeze": "features", "steps": 2, "out": str(tmp_path / "feat")}, device="cpu", progress=False)
+    assert f"feedback {store.root}: 4 rated images carry artifact masks" in caplog.text
+    kept = load_file(str(tmp_path / "feat" / "final" / "model.safetensors"))
+    assert all(torch.equal(before[k], kept[k]) for k in before if not k.startswith("heads."))
+
+
 def test_ranking_loss_prefers_the_chosen_side():
     from evafusion_core.reward.train import ranking_loss
 

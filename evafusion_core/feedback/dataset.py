@@ -105,7 +105,10 @@ class FeedbackTrainingData:
             return resize_to(self.store.image(rel, grey=grey), sq).clamp(0, 1)
 
         self.samples = []
+        #: Rated images with at least one drawn artifact mask (an image rated without one says "no artifacts").
+        self.n_masked = 0
         for it in pooled_items(self.store, skip_bad):
+            self.n_masked += any(it["masks"])
             fused = self.store.image(it["images"]["fused"])
             heat = _heatmap(self.store, it["masks"], tuple(fused.shape[-2:]))
             self.samples.append({

@@ -12,7 +12,8 @@ small inputs do); or, with ``--hf DIR``, the ``train``
 split of a human-feedback folder; or a weighted mix (config ``sources``, or ``--feedback
 DIR=W`` and ``--synthetic-weight W``) that adds feedback folders written by the Rate Fusion
 and Compare Fusions nodes. ``init`` in the config starts from saved weights, and ``freeze:
-"features"`` then trains the five score heads alone (what ``reward_feedback.json`` does).
+"features"`` then trains the five score heads alone (what ``reward_feedback.json`` does), ``"encoder"``
+the heads and the heatmap decoder (drawn artifact masks then train the heatmap).
 Loss: MSE of the five sigmoid outputs against score/5 (optionally weighted per dimension),
 plus MSE and BCE of the heatmap, plus a Bradley-Terry ranking loss on Overall for
 pairwise preferences (``loss.ranking``, ``preference_batch`` pairs per step), and optionally
@@ -111,9 +112,14 @@ def carry_state(model, saved: dict[str, torch.Tensor]) -> list[str]:
     return skipped
 
 
-#: What a training config may ``freeze``: nothing (None), or everything but the five score heads
-#: ("features": the heatmap, and every normalisation statistic, then stay as saved).
-FREEZE: tuple[str | None, ...] = (None, "features")
+#: What a training config may ``freeze``, and which of the model's parts each setting leaves trainable:
+#: nothing frozen (None); everything but the five score heads ("features": the heatmap, and every
+#: normalisation statistic, then stay as saved); or the encoder ("encoder": the backbone, the early-fusion
+#: branch and the token mixer stay, the heads and the heatmap decoder learn, so the artifact masks raters
+#: draw train the heatmap while the features the heads read from the images keep their synthetic training).
+FREEZE: tuple[str | None, ...] = (None, "features", "encoder")
+_DECODER = ("dec_in", "skips", "pixel_skips", "dec_blocks", "dec_out", "dim_out")
+TRAINABLE: dict[str, tuple[str, ...]] = {"features": ("heads",), "encoder": ("heads", *_DECODER)}
 
 
 def apply_freeze(model: torch.nn.Module, freeze: str | None) -> list[torch.nn.Parameter]:
@@ -125,7 +131,7 @@ def apply_freeze(model: torch.nn.Module, freeze: str | None) -> list[torch.nn.Pa
     if freeze not in FREEZE:
         raise ValueError(f"freeze must be one of {FREEZE}, got {freeze!r}")
     for name, p in model.named_parameters():
-        p.requires_grad_(freeze != "features" or name.startswith("heads."))
+        p.requires_grad_(freeze is None or name.split(".")[0] in TRAINABLE[freeze])
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -133,9 +139,9 @@ def train_mode(model: torch.nn.Module, freeze: str | None) -> None:
     """``model.train()``, with the frozen parts kept in eval mode so their normalisation statistics
     stay as saved."""
     model.train()
-    if freeze == "features":
+    if freeze is not None:
         for name, child in model.named_children():
-            if name != "heads":
+            if name not in TRAINABLE[freeze]:
                 child.eval()
 
 
@@ -574,8 +580,12 @@ def train(
                 parts.append((_FeedbackBatches(data, seed), weight))
             n_train += len(data.samples) + len(data.pairs)
             if rank == 0:
-                log.info("feedback %s: %d rated images, %d preferences, weight %g", src["path"], len(data.samples),
-                         len(data.pairs), weight)
+                log.info("feedback %s: %d rated images (%d with artifact masks), %d preferences, weight %g",
+                         src["path"], len(data.samples), data.n_masked, len(data.pairs), weight)
+                if data.n_masked and freeze == "features":
+                    log.warning("feedback %s: %d rated images carry artifact masks, but freeze \"features\" keeps "
+                                "the heatmap as saved, so the masks train nothing; use freeze \"encoder\" to train "
+                                "the heatmap on them", src["path"], data.n_masked)
         elif kind == "synthetic":
             syn = SyntheticConfig.from_dict(cfg.get("synthetic"))
             datasets = []
