@@ -152,6 +152,8 @@ class RewardModel(
     architecture: ClassVar[str] = "rahf_reward"
     trainable: ClassVar[bool] = True
     dimensions: ClassVar[tuple[str, ...]] = DIMENSIONS
+    #: The child modules that make the heatmap (and dimension maps) from the mixed tokens and skip features.
+    decoder_parts: ClassVar[tuple[str, ...]] = ("dec_in", "skips", "pixel_skips", "dec_blocks", "dec_out", "dim_out")
 
     def __init__(
         self,

@@ -50,6 +50,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .model import RewardModel
+
 log = logging.getLogger("train_reward")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,8 +120,7 @@ def carry_state(model, saved: dict[str, torch.Tensor]) -> list[str]:
 #: branch and the token mixer stay, the heads and the heatmap decoder learn, so the artifact masks raters
 #: draw train the heatmap while the features the heads read from the images keep their synthetic training).
 FREEZE: tuple[str | None, ...] = (None, "features", "encoder")
-_DECODER = ("dec_in", "skips", "pixel_skips", "dec_blocks", "dec_out", "dim_out")
-TRAINABLE: dict[str, tuple[str, ...]] = {"features": ("heads",), "encoder": ("heads", *_DECODER)}
+TRAINABLE: dict[str, tuple[str, ...]] = {"features": ("heads",), "encoder": ("heads", *RewardModel.decoder_parts)}
 
 
 def apply_freeze(model: torch.nn.Module, freeze: str | None) -> list[torch.nn.Parameter]:
