@@ -36,7 +36,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     dtype = pick_dtype(args.precision, device)
-    model = load_fusion_model(args.model, device=device)
+    model = load_fusion_model(args.model, device=device, work_size=args.work_size)
     ir_p, vis_p, out = Path(args.ir), Path(args.vis), Path(args.out)
     if ir_p.is_dir() != vis_p.is_dir():
         raise EvaFusionError(f"--ir {ir_p} and --vis {vis_p} must both be files or both be folders")
@@ -392,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vis", required=True, help="visible image or folder")
     p.add_argument("--out", required=True, help="output file (single pair) or folder")
     _add_model_args(p)
+    p.add_argument("--work-size", type=int, default=None,
+                   help="light only: fuse frames larger than this (long side, e.g. 640) at this size and add the "
+                        "full-resolution detail back, which keeps warm targets on large frames; 0 = off")
     p.add_argument("--resize", action="store_true", help="resize IR to the visible size instead of failing")
     p.add_argument("--side-by-side", action="store_true", help="also write IR | visible | fused as a PNG")
     p.add_argument("--skip-existing", action="store_true",

@@ -170,8 +170,19 @@ def _from_hub(
     return model.eval()
 
 
-def load_fusion_model(source: str | os.PathLike = "light", *, device: str | torch.device = "cpu", **kwargs: Any):
-    """The fusion network named by ``source`` (see :func:`load_pretrained`), moved to ``device``."""
+def load_fusion_model(
+    source: str | os.PathLike = "light",
+    *,
+    device: str | torch.device = "cpu",
+    work_size: int | None = None,
+    **kwargs: Any,
+):
+    """The fusion network named by ``source`` (see :func:`load_pretrained`), moved to ``device``.
+
+    ``work_size`` (``light`` networks only) fuses frames larger than that many pixels on the long side
+    at that size and adds the full-resolution detail back, so warm targets survive on large frames;
+    0 turns it off, None keeps the saved setting. See :mod:`evafusion_core.models.light`.
+    """
     from .models import ARCHITECTURES
 
     if str(source) == "dcevo" and not (WEIGHTS_DIR / "fusion" / "dcevo").is_dir():
@@ -179,4 +190,11 @@ def load_fusion_model(source: str | os.PathLike = "light", *, device: str | torc
             "no DCEvo weights are bundled: pass the original checkpoint file (e.g. DCEvo_fusion.pth), "
             "a saved folder or a Hub repo id; or create_model('dcevo') for an untrained network"
         )
-    return load_pretrained(source, ARCHITECTURES, kind="fusion", **kwargs).to(device)
+    model = load_pretrained(source, ARCHITECTURES, kind="fusion", **kwargs)
+    if work_size is not None:
+        if not hasattr(model, "work_size"):
+            raise ModelLoadError(f"work_size applies to 'light' networks; {source} is {model.architecture!r}")
+        if work_size and work_size < model.pad_multiple:
+            raise ModelLoadError(f"work_size must be 0 (off) or at least {model.pad_multiple}, got {work_size}")
+        model.work_size = work_size or None
+    return model.to(device)

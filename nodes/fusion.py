@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 
 import comfy.utils
 import folder_paths
@@ -123,13 +124,18 @@ class FusionModelLoader(io.ComfyNode):
                 io.Combo.Input("model", options=model_choices(bundled_names("fusion") + list(BASELINES)),
                                default="light", tooltip="Bundled, baseline or models/evafusion/ entry."),
                 *loader_inputs(),
+                io.Int.Input("work_size", default=0, min=0, max=8192, step=8, optional=True,
+                             tooltip="light only: fuse frames larger than this (long side, e.g. 640) at this size "
+                             "and add the full-resolution detail back, so warm targets survive on large frames. "
+                             "0 keeps the model's own setting (off for the bundled light)."),
             ],
             outputs=[FusionModel.Output("fusion_model", display_name="model", tooltip="The loaded fusion network.")],
         )
 
     @classmethod
-    def execute(cls, model, device, precision, keep_loaded, hub_repo_id=""):
-        return io.NodeOutput(load_handle(load_fusion_model, model, hub_repo_id, device, precision, keep_loaded))
+    def execute(cls, model, device, precision, keep_loaded, hub_repo_id="", work_size=0):
+        load = partial(load_fusion_model, work_size=work_size) if work_size else load_fusion_model
+        return io.NodeOutput(load_handle(load, model, hub_repo_id, device, precision, keep_loaded))
 
 
 class Fuse(io.ComfyNode):

@@ -27,6 +27,7 @@ PAIR = {"ir_image": "evafusion_demo_ir.png", "vis_image": "evafusion_demo_vis.pn
 FOLDER = {"folder": "evafusion_demo_folder", "max_pairs": 0, "width": 0, "height": 0, "start": 0,
           "skip_unreadable": False}
 LOADER = {"hub_repo_id": "", "device": "auto", "precision": "auto", "keep_loaded": True}
+FUSION_LOADER = {**LOADER, "work_size": 0}
 FEEDBACK = {"annotator": "", "dataset": "evafusion_feedback", "mode": "preview first"}
 RATING = {"thermal_retention": 3, "texture_preservation": 3, "artifacts": 3, "sharpness": 3, "overall": 3,
           **FEEDBACK, "note": ""}
@@ -36,7 +37,7 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
         "description": "Fuse the demo IR/visible pair with the bundled light network and save it.",
         "nodes": {
             1: ("EVAF_LoadIRVisPair", "Load IR/VIS Pair", PAIR),
-            2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **LOADER}),
+            2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **FUSION_LOADER}),
             3: ("EVAF_Fuse", "Fuse IR + VIS", {"model": (2, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
             4: ("SaveImage", "Save fused", {"images": (3, 0), "filename_prefix": "evafusion/fused"}),
         },
@@ -45,9 +46,9 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
         "description": "Fuse with light and two classic baselines; compare objective metrics side by side.",
         "nodes": {
             1: ("EVAF_LoadIRVisPair", "Load IR/VIS Pair", PAIR),
-            2: ("EVAF_FusionModelLoader", "light", {"model": "light", **LOADER}),
-            3: ("EVAF_FusionModelLoader", "laplacian", {"model": "laplacian", **LOADER}),
-            4: ("EVAF_FusionModelLoader", "average", {"model": "average", **LOADER}),
+            2: ("EVAF_FusionModelLoader", "light", {"model": "light", **FUSION_LOADER}),
+            3: ("EVAF_FusionModelLoader", "laplacian", {"model": "laplacian", **FUSION_LOADER}),
+            4: ("EVAF_FusionModelLoader", "average", {"model": "average", **FUSION_LOADER}),
             5: ("EVAF_Fuse", "Fuse light", {"model": (2, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
             6: ("EVAF_Fuse", "Fuse laplacian", {"model": (3, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
             7: ("EVAF_Fuse", "Fuse average", {"model": (4, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
@@ -69,7 +70,7 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
         "description": "Fuse every pair in a folder with ir/ and vi/ subfolders (batch processing).",
         "nodes": {
             1: ("EVAF_PairFolderLoader", "Load IR/VIS Folder", FOLDER),
-            2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **LOADER}),
+            2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **FUSION_LOADER}),
             3: ("EVAF_Fuse", "Fuse IR + VIS", {"model": (2, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
             4: ("SaveImage", "Save fused", {"images": (3, 0), "filename_prefix": "evafusion/folder"}),
         },
@@ -78,7 +79,7 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
         "description": "Fuse the demo pair, score it with the reward model and show where it sees artifacts.",
         "nodes": {
             1: ("EVAF_LoadIRVisPair", "Load IR/VIS Pair", PAIR),
-            2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **LOADER}),
+            2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **FUSION_LOADER}),
             3: ("EVAF_Fuse", "Fuse IR + VIS", {"model": (2, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
             4: ("EVAF_RewardModelLoader", "Reward Model Loader", {"model": "small", **LOADER}),
             5: ("EVAF_Score", "Score", {"reward_model": (4, 0), "fused": (3, 0), "ir": (1, 0), "vis": (1, 1)}),
@@ -101,7 +102,7 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
         "and fuse with the result.",
         "nodes": {
             1: ("EVAF_PairFolderLoader", "Load IR/VIS Folder", FOLDER),
-            2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **LOADER}),
+            2: ("EVAF_FusionModelLoader", "Fusion Model Loader", {"model": "light", **FUSION_LOADER}),
             3: ("EVAF_RewardModelLoader", "Reward Model Loader", {"model": "small", **LOADER}),
             4: ("EVAF_GRPOStep", "GRPO Step", {"model": (2, 0), "reward_model": (3, 0), "ir": (1, 0), "vis": (1, 1),
                                                "steps": 2, "group_size": 4, "crop": 96}),
@@ -121,8 +122,8 @@ WORKFLOWS: dict[str, dict[str, dict]] = {
         "row_height": 820,
         "nodes": {
             1: ("EVAF_PairFolderLoader", "Load one pair (raise start for the next)", {**FOLDER, "max_pairs": 1}),
-            2: ("EVAF_FusionModelLoader", "Model A: light", {"model": "light", **LOADER}),
-            3: ("EVAF_FusionModelLoader", "Model B: average", {"model": "average", **LOADER}),
+            2: ("EVAF_FusionModelLoader", "Model A: light", {"model": "light", **FUSION_LOADER}),
+            3: ("EVAF_FusionModelLoader", "Model B: average", {"model": "average", **FUSION_LOADER}),
             4: ("EVAF_Fuse", "Fuse with A", {"model": (2, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
             5: ("EVAF_Fuse", "Fuse with B", {"model": (3, 0), "ir": (1, 0), "vis": (1, 1), "tile": 0}),
             6: ("EVAF_RateFusion", "Rate A", {"fused": (4, 0), "ir": (1, 0), "vis": (1, 1), **RATING,

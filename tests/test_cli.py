@@ -27,6 +27,17 @@ def test_fuse_file_and_folder(pair_dirs, capsys):
     assert sorted(p.name for p in (pair_dirs / "fused").iterdir()) == ["p0.png", "p1.png"]
 
 
+def test_fuse_at_a_working_size(pair_dirs, capsys):
+    args = ["fuse", "--ir", str(pair_dirs / "ir/p0.png"), "--vis", str(pair_dirs / "vi/p0.png"), "--out"]
+    assert main([*args, str(pair_dirs / "full.png")]) == 0
+    assert main([*args, str(pair_dirs / "work.png"), "--work-size", "40"]) == 0
+    full, work = (np.asarray(Image.open(pair_dirs / f"{n}.png"), np.float32) for n in ("full", "work"))
+    assert work.shape == full.shape == (64, 80, 3) and 0 < np.abs(work - full).mean() < 20
+    assert main([*args, str(pair_dirs / "x.png"), "--model", "max", "--work-size", "40"]) == 2
+    assert "work_size applies to 'light' networks; max is 'max'" in capsys.readouterr().err
+    assert not (pair_dirs / "x.png").exists()
+
+
 def test_fuse_reports_bad_input_without_traceback(pair_dirs, capsys):
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(pair_dirs / "small.png")
     code = main(["fuse", "--ir", str(pair_dirs / "small.png"), "--vis", str(pair_dirs / "vi/p0.png"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from evafusion_core.colour import luma
 from evafusion_core.errors import PairError
 from evafusion_core.inference import fuse, fuse_luma
 from evafusion_core.models import BASELINES, create_model
@@ -21,8 +22,6 @@ def test_any_size_shape_and_range(name, pair):
 
 def test_baselines_do_what_they_say(pair):
     ir, vis = pair
-    from evafusion_core.colour import luma
-
     avg = fuse_luma(create_model("average"), ir, vis)
     assert torch.allclose(avg, (luma(ir) + luma(vis)) / 2, atol=1e-6)
     mx = fuse_luma(create_model("max"), ir, vis)
@@ -75,3 +74,47 @@ def test_clear_errors(pair):
         fuse(model, bad, vis)
     with pytest.raises(PairError, match="4 channels"):
         fuse(model, ir, torch.rand(1, 4, *vis.shape[-2:]))
+
+
+def _area(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return torch.nn.functional.interpolate(t, size=size, mode="area")
+
+
+def _vertical_detail(t: torch.Tensor) -> float:
+    return (t[..., 1:, :] - t[..., :-1, :]).abs().mean().item()
+
+
+def test_work_size_fuses_an_enlarged_pair_like_the_original(pair):
+    """Which source the trained light follows depends on how many pixels objects span; at a working
+    size it no longer does: a pair enlarged 3x fuses, shrunk back, to nearly the original's fusion."""
+    from evafusion_core.hub import load_fusion_model
+    from evafusion_core.io import resize_to
+
+    ir, vis = pair  # 96x128
+    big = [resize_to(t, (288, 384)) for t in (ir, vis)]
+    model = load_fusion_model("light")
+    native = fuse_luma(model, ir, vis)
+    at_full_size = _area(fuse_luma(model, *big), (96, 128))
+    model.work_size = 128
+    assert torch.equal(fuse_luma(model, ir, vis), native)  # frames not larger than work_size are untouched
+    at_work_size = _area(fuse_luma(model, *big), (96, 128))
+    err_full, err_work = ((x - native).abs().mean().item() for x in (at_full_size, at_work_size))
+    assert err_work < 0.01 and err_work < err_full / 3, (err_work, err_full)
+
+
+def test_work_size_keeps_full_resolution_detail(pair):
+    """The detail that shrinking removes is added back: a 1-pixel texture in the visible image survives,
+    where fusing the shrunk pair and enlarging the result would lose it."""
+    from evafusion_core.hub import load_fusion_model
+    from evafusion_core.io import resize_to
+
+    ir, vis = (resize_to(t, (288, 384)) for t in pair)
+    yy, xx = torch.meshgrid(torch.arange(288), torch.arange(384), indexing="ij")
+    vis = (vis + 0.05 * ((yy + xx) % 2).float()).clamp(0, 1)
+    model = load_fusion_model("light", work_size=128)
+    kept = _vertical_detail(fuse_luma(model, ir, vis))
+    model.work_size = None
+    full = _vertical_detail(fuse_luma(model, ir, vis))
+    shrunk = fuse_luma(model, _area(ir, (96, 128)), _area(luma(vis), (96, 128)))
+    enlarged = _vertical_detail(torch.nn.functional.interpolate(shrunk, size=(288, 384), mode="bilinear"))
+    assert kept > 0.5 * full and kept > 3 * enlarged, (kept, full, enlarged)

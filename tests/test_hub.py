@@ -74,3 +74,19 @@ def test_missing_everywhere_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="no config.json"):
         load_fusion_model(tmp_path / "empty")
+
+
+def test_work_size_is_saved_and_can_be_set_when_loading(tmp_path):
+    assert load_fusion_model("light").work_size is None  # the bundled light fuses at full size
+    assert load_fusion_model("light", work_size=640).work_size == 640
+    model = create_model("light", work_size=512)
+    model.save_pretrained(tmp_path / "w")
+    assert load_fusion_model(tmp_path / "w").work_size == 512  # a saved setting travels in config.json
+    off = load_fusion_model(tmp_path / "w", work_size=0)
+    assert off.work_size is None  # 0 turns it off
+    off.save_pretrained(tmp_path / "off")  # and a model saved after loading keeps what it was set to
+    assert load_fusion_model(tmp_path / "off").work_size is None
+    with pytest.raises(ModelLoadError, match="work_size applies to 'light' networks; average is 'average'"):
+        load_fusion_model("average", work_size=640)
+    with pytest.raises(ModelLoadError, match="at least 8, got 4"):
+        load_fusion_model("light", work_size=4)

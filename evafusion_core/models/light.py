@@ -12,9 +12,19 @@ refined by a two-layer full-resolution path so that choices follow edges. The fu
 luma is ``w * base_ir + (1 - w) * base_vis + gi * det_ir + gv * det_vis``. With the
 shipped widths (the defaults below) a 640x480 pair costs about 1 GFLOP, most of it in
 the low-resolution context CNN.
+
+Which source a region follows depends on how many pixels its objects span: trained on
+640x480-class images, the network lets warm targets fade into the visible image on
+1024x768 frames, though it keeps them on the same pair shrunk. With ``work_size`` set
+(off by default; ``load_fusion_model(..., work_size=640)``), a pair larger than that on
+its long side is fused at that size, and the detail the shrinking removed (each source
+minus its shrunk-and-regrown copy) is added back at full size with the network's own
+detail gains, which keeps the full resolution's sharpness.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -47,13 +57,22 @@ class LightFusionNet(FusionNet):
     pad_multiple = 8
 
     def __init__(
-        self, channels: int = 48, fine_channels: int = 6, blur_radius: int = 4, depth: int = 5, scale: int = 8
+        self,
+        channels: int = 48,
+        fine_channels: int = 6,
+        blur_radius: int = 4,
+        depth: int = 5,
+        scale: int = 8,
+        work_size: int | None = None,
     ) -> None:
         super().__init__()
         if scale > self.pad_multiple or self.pad_multiple % scale:
             raise ValueError(f"scale must divide {self.pad_multiple}, got {scale}")
+        if work_size is not None and work_size < self.pad_multiple:
+            raise ValueError(f"work_size must be None or at least {self.pad_multiple}, got {work_size}")
         self.blur_radius = blur_radius
         self.scale = scale
+        self.work_size = work_size
         layers: list[nn.Module] = [nn.Conv2d(6, channels, 3, padding=1), nn.ReLU(inplace=True)]
         for i in range(depth - 1):
             d = 2 ** (i % 2)  # dilations 1, 2: a wide view at low resolution for few FLOPs
@@ -68,7 +87,25 @@ class LightFusionNet(FusionNet):
         nn.init.zeros_(self.fine[-1].weight)
         nn.init.zeros_(self.fine[-1].bias)
 
+    def hub_config(self) -> dict:
+        """The saved config, with ``work_size`` as it is now: loaders set it after construction."""
+        return {**super().hub_config(), "work_size": self.work_size}
+
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        h, w = ir.shape[-2:]
+        if self.work_size is None or max(h, w) <= self.work_size:
+            return self._mix(ir, vis)[0]
+        m, f = self.pad_multiple, self.work_size / max(h, w)
+        small = (max(m, round(h * f / m) * m), max(m, round(w * f / m) * m))
+        ir_s, vis_s = (F.interpolate(x, size=small, mode="area") for x in (ir, vis))
+        fused_s, gains_s = self._mix(ir_s, vis_s)
+        up = partial(F.interpolate, size=(h, w), mode="bilinear", align_corners=False)
+        gains = up(gains_s)
+        fused = up(fused_s) + gains[:, :1] * (ir - up(ir_s)) + gains[:, 1:] * (vis - up(vis_s))
+        return fused.clamp(0.0, 1.0)
+
+    def _mix(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused luma at the inputs' own size, and the detail gains [B,2,H,W] it used."""
         base_ir, base_vis = box_blur(torch.cat((ir, vis), dim=1), self.blur_radius).split(1, dim=1)
         det_ir, det_vis = ir - base_ir, vis - base_vis
         full = torch.cat((ir, vis, det_ir.abs(), det_vis.abs()), dim=1)
@@ -78,4 +115,4 @@ class LightFusionNet(FusionNet):
         w = torch.sigmoid(logits[:, :1])
         gains = 2.0 * torch.sigmoid(logits[:, 1:])
         fused = w * base_ir + (1 - w) * base_vis + gains[:, :1] * det_ir + gains[:, 1:] * det_vis
-        return fused.clamp(0.0, 1.0)
+        return fused.clamp(0.0, 1.0), gains

@@ -16,7 +16,7 @@ from evafusion_core.workflow import WorkflowError, convert_to_api, run_prompt, r
 EXPECTED_INPUTS = {
     "EVAF_LoadIRVisPair": {"ir_image", "vis_image", "ir_path", "vis_path", "normalise", "resize"},
     "EVAF_IRVisFromImages": {"ir", "vis", "resize"},
-    "EVAF_FusionModelLoader": {"model", "hub_repo_id", "device", "precision", "keep_loaded"},
+    "EVAF_FusionModelLoader": {"model", "hub_repo_id", "device", "precision", "keep_loaded", "work_size"},
     "EVAF_Fuse": {"model", "ir", "vis", "tile"},
     "EVAF_FusionMetrics": {"fused", "ir", "vis", "convention", "metric", "label"},
     "EVAF_PairFolderLoader": {"folder", "max_pairs", "width", "height", "start", "skip_unreadable"},
@@ -147,9 +147,17 @@ def test_bad_prompts_give_clear_errors_and_server_survives(comfy_server, demo_in
     with pytest.raises(WorkflowError, match=r"32x24.*640x480"):
         run_prompt(comfy_server.url, _prompt(ir_path=str(small)))
 
-    # The server keeps serving: the good prompt still runs.
+    baseline_at_work_size = _prompt()
+    baseline_at_work_size["2"]["inputs"].update(model="average", work_size=320)
+    with pytest.raises(WorkflowError, match="work_size applies to 'light' networks; average is 'average'"):
+        run_prompt(comfy_server.url, baseline_at_work_size)
+
+    # The server keeps serving: good prompts still run, light at a working size too.
     outputs = run_prompt(comfy_server.url, _prompt())
     assert outputs["4"]["images"]
+    at_work_size = _prompt()
+    at_work_size["2"]["inputs"]["work_size"] = 320
+    assert run_prompt(comfy_server.url, at_work_size)["4"]["images"]
 
 
 BLOCKER = '''
