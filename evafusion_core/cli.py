@@ -358,10 +358,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.no_comfyui:
         ir, vis = write_demo_pair(out / "demo_pair")
         print(f"wrote demo pair {ir} and {vis}")
-        ns = argparse.Namespace(ir=str(ir), vis=str(vis), out=str(out / "fused_demo.png"), model=args.model,
-                                device=args.device, precision="auto", tile=None, resize=False, side_by_side=True,
-                                normalise="percentile", low=0.5, high=99.5)
-        return cmd_fuse(ns)
+        # Through the parser, so that every option of `fuse` has its default.
+        return cmd_fuse(build_parser().parse_args(["fuse", "--ir", str(ir), "--vis", str(vis), "--out",
+                                                   str(out / "fused_demo.png"), "--model", args.model,
+                                                   "--device", args.device, "--side-by-side"]))
 
     from .demo import WORKFLOWS_DIR, demo_side_by_side
     from .workflow import run_workflow

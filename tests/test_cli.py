@@ -101,3 +101,11 @@ def test_bench_prints_and_writes_json(tmp_path, capsys):
     assert set(data["models"]) == {"light", "average"}
     assert data["models"]["light"]["parameters"] == 86166 and data["models"]["light"]["median_ms"] > 0
     assert data["cpu_cores"] >= 1 and "median_ms" in capsys.readouterr().out
+
+
+def test_demo_without_comfyui_fuses_the_demo_pair(tmp_path, capsys):
+    assert main(["demo", "--no-comfyui", "--out", str(tmp_path)]) == 0
+    fused = np.asarray(Image.open(tmp_path / "fused_demo.png"), np.float32)
+    assert fused.shape == (480, 640, 3) and fused.std() > 10
+    assert (tmp_path / "fused_demo_side_by_side.png").exists()
+    assert f"wrote {tmp_path / 'fused_demo.png'}" in capsys.readouterr().out
