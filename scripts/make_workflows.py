@@ -5,7 +5,8 @@
 Starts a local ComfyUI (the provisioned one) to read ``/object_info``, so that each
 browser-format file lists its widget values in the order the real frontend uses.
 Writes ``workflows/<name>.json`` (drag into ComfyUI) and ``workflows/api/<name>.json``
-(for ``evafusion run-workflow`` and the server's /prompt).
+(for ``evafusion run-workflow`` and the server's /prompt). Then ``scripts/make_thumbnails.py``
+redraws the template browser's pictures (``workflows/<name>.jpg``) from the new workflows' runs.
 """
 
 from __future__ import annotations

@@ -58,6 +58,24 @@ def test_pack_loads_and_every_node_is_listed(comfy_server, object_info):
             assert spec[1].get("tooltip"), f"{node_id}: every input needs a tooltip"
 
 
+def test_template_browser_lists_every_workflow_with_its_thumbnail(comfy_server):
+    """Workflow -> Browse Templates lists workflows/*.json and shows workflows/<name>.jpg on a square card
+    (regenerate them with scripts/make_thumbnails.py when a workflow changes)."""
+    import io
+
+    import requests
+
+    names = sorted(p.stem for p in WORKFLOWS_DIR.glob("*.json"))
+    listing = requests.get(f"{comfy_server.url}/api/workflow_templates", timeout=30).json()
+    module = next(m for m, listed in listing.items() if set(names) <= set(listed))
+    for name in names:
+        resp = requests.get(f"{comfy_server.url}/api/workflow_templates/{module}/{name}.jpg", timeout=30)
+        assert resp.status_code == 200, f"{name}.jpg: HTTP {resp.status_code}"
+        thumb = Image.open(io.BytesIO(resp.content))
+        assert thumb.format == "JPEG" and thumb.width == thumb.height, (name, thumb.format, thumb.size)
+        assert np.asarray(thumb.convert("L")).std() > 10, f"{name}.jpg is blank"
+
+
 @pytest.mark.parametrize("ui_file", sorted(WORKFLOWS_DIR.glob("*.json")), ids=lambda p: p.stem)
 def test_browser_format_converts_to_its_api_twin(ui_file, object_info):
     twin = json.loads((WORKFLOWS_DIR / "api" / ui_file.name).read_text())
