@@ -9,6 +9,7 @@ a reward-driven network honest.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,10 @@ class FusionLossWeights:
     #: Intensity target: 0 follows the brighter source everywhere (the published recipe); 1 follows it only
     #: on IR-salient pixels (hot targets) and the mean of the sources elsewhere, which keeps more of both.
     salient_target: float = 0.0
+    #: Pull towards warm targets: how much darker the fusion's local mean is than the IR image's on IR-salient
+    #: pixels over 0.1 warmer than the visible image. The other terms barely ask for them (on large frames
+    #: they even prefer a fusion that drops them; docs/RESULTS.md, twenty-first session).
+    warm_target: float = 0.0
 
 
 def ir_saliency(ir: torch.Tensor) -> torch.Tensor:
@@ -80,4 +85,19 @@ def fusion_loss(
     gradient = F.l1_loss(sobel_magnitude(fused), torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis)))
     structure = (1 - ssim(fused, ir)).mean() / 2 + (1 - ssim(fused, vis)).mean() / 2
     total = w.intensity * intensity + w.gradient * gradient + w.ssim * structure
-    return total, {"intensity": intensity.item(), "gradient": gradient.item(), "ssim": structure.item()}
+    parts = {"intensity": intensity.item(), "gradient": gradient.item(), "ssim": structure.item()}
+    if w.warm_target:
+        warm = warm_target_deficit(fused, ir, vis)
+        total = total + w.warm_target * warm
+        parts["warm"] = warm.item()
+    return total, parts
+
+
+def warm_target_deficit(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """Mean of relu(local mean of IR - local mean of the fusion) over warm-target pixels (IR-salient and over
+    0.1 warmer than the visible image), 0 where there are none. One-sided and on 9x9 means, so the fusion may
+    be brighter and keep the visible image's detail on a target, but not lose the target's warmth."""
+    mask = ir_saliency(ir) * (ir - vis > 0.1).float()
+    local = partial(F.avg_pool2d, kernel_size=9, stride=1, padding=4, count_include_pad=False)
+    deficit = torch.relu(local(ir) - local(fused))
+    return (mask * deficit).sum() / mask.sum().clamp_min(1.0)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from evafusion_core.losses import FusionLossWeights, fusion_loss, ir_saliency, sobel_magnitude, ssim
+from evafusion_core.losses import (
+    FusionLossWeights,
+    fusion_loss,
+    ir_saliency,
+    sobel_magnitude,
+    ssim,
+    warm_target_deficit,
+)
 
 
 def test_ssim_and_sobel_basics():
@@ -35,3 +42,22 @@ def test_salient_target_follows_the_brighter_source_only_on_hot_pixels():
     assert parts["intensity"] < 0.01
     _, parts_max = fusion_loss(brighter, ir, vis, FusionLossWeights(salient_target=1.0))
     assert parts_max["intensity"] > 0.1
+
+
+def test_warm_target_term_charges_a_fusion_that_drops_a_warm_target_only():
+    ir = torch.full((1, 1, 32, 32), 0.2)
+    ir[..., 10:22, 10:22] = 0.9  # a warm target
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    checker = ((yy + xx) % 2).float().view(1, 1, 32, 32)
+    vis = 0.4 + 0.1 * checker  # visible texture, cooler than the target
+    kept = torch.maximum(ir, vis)
+    dropped = vis.clone()
+    brighter_with_texture = (kept + 0.05 * checker).clamp(0, 1)
+    deficits = {name: warm_target_deficit(f, ir, vis).item()
+                for name, f in (("kept", kept), ("dropped", dropped), ("textured", brighter_with_texture))}
+    assert deficits["dropped"] > 0.15, deficits  # the target's warmth is lost
+    assert deficits["kept"] < 0.02 and deficits["textured"] < 0.02, deficits  # brighter or textured is free
+    assert warm_target_deficit(vis, vis, vis).item() == 0  # no warm pixels, no charge
+    _, parts = fusion_loss(dropped, ir, vis, FusionLossWeights(warm_target=2.0))
+    assert parts["warm"] == deficits["dropped"]
+    assert "warm" not in fusion_loss(dropped, ir, vis)[1]
