@@ -25,6 +25,21 @@ def summarise(rows: dict[str, dict[str, float]], convention: str) -> dict:
     return {"convention": convention, "images": rows, "mean": mean}
 
 
+def warm_target_share(ir: torch.Tensor, vis: torch.Tensor, fused: torch.Tensor) -> float:
+    """How much of the IR image's contrast a fusion keeps on warm targets: mean(fused - vis) / mean(ir - vis)
+    over the hottest 10% of IR pixels that are also over 0.1 brighter than the visible image (luma, 0..1).
+
+    1 when the fusion shows the targets as the IR image does, 0 when it shows the visible image; NaN when
+    the pair has no such pixels. The standard metrics do not single this out, and it is what ``light``
+    loses on large frames (docs/RESULTS.md).
+    """
+    warmer = ir - vis
+    mask = (ir >= torch.quantile(ir.flatten().float(), 0.9)) & (warmer > 0.1)
+    if not mask.any():
+        return float("nan")
+    return float((fused - vis)[mask].mean() / warmer[mask].mean())
+
+
 def markdown_table(results: dict[str, dict], title: str) -> str:
     """Means per model as a markdown table, the best value per metric in bold."""
     from .metrics import HIGHER_IS_BETTER

@@ -2,11 +2,9 @@
 
     .venv/bin/python scripts/warm_targets.py --data ../shared/data/ivif/m3fd10 [--work-size 0 640]
 
-On each pair, the warm-target pixels are the hottest 10% of the IR image that are also more than 0.1
-brighter than the visible image. The share kept is mean(fused - visible) / mean(IR - visible) over
-them: 1 when the fusion shows the targets as the IR image does, 0 when it shows the visible image.
-The objective metrics do not single this out, and it is what `light` loses on large frames; each
-``--work-size`` (0 = full size) is one column.
+The measure is :func:`evafusion_core.evaluate.warm_target_share` (1 when the fusion shows warm
+targets as the IR image does, 0 when it shows the visible image); each ``--work-size`` (0 = full
+size) is one column.
 """
 
 from __future__ import annotations
@@ -21,18 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evafusion_core.colour import luma  # noqa: E402
+from evafusion_core.evaluate import warm_target_share  # noqa: E402
 from evafusion_core.hub import load_fusion_model  # noqa: E402
 from evafusion_core.inference import fuse_luma  # noqa: E402
 from evafusion_core.io import find_pairs, load_pair  # noqa: E402
-
-
-def share_kept(ir: torch.Tensor, vis: torch.Tensor, fused: torch.Tensor) -> float:
-    """The share of IR-over-visible contrast kept on warm-target pixels (NaN if the pair has none)."""
-    warmer = ir - vis
-    mask = (ir >= torch.quantile(ir.flatten(), 0.9)) & (warmer > 0.1)
-    if not mask.any():
-        return float("nan")
-    return float((fused - vis)[mask].mean() / warmer[mask].mean())
 
 
 def main() -> int:
@@ -50,7 +40,7 @@ def main() -> int:
         ir, vis = load_pair(a, b, resize=True)
         ir_y, vis_y = luma(ir[None]), luma(vis[None])
         with torch.no_grad():
-            row = [share_kept(ir_y, vis_y, fuse_luma(m, ir[None], vis[None])) for m in models]
+            row = [warm_target_share(ir_y, vis_y, fuse_luma(m, ir[None], vis[None])) for m in models]
         rows.append(row)
         print(f"| {stem} | {ir.shape[-1]}x{ir.shape[-2]} | " + " | ".join(f"{x:.3f}" for x in row) + " |")
     mean = torch.tensor(rows).nanmean(0).tolist()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -118,3 +120,15 @@ def test_work_size_keeps_full_resolution_detail(pair):
     shrunk = fuse_luma(model, _area(ir, (96, 128)), _area(luma(vis), (96, 128)))
     enlarged = _vertical_detail(torch.nn.functional.interpolate(shrunk, size=(288, 384), mode="bilinear"))
     assert kept > 0.5 * full and kept > 3 * enlarged, (kept, full, enlarged)
+
+
+def test_warm_target_share_is_one_for_the_ir_image_and_zero_for_the_visible():
+    from evafusion_core.evaluate import warm_target_share
+
+    ir = torch.full((1, 1, 20, 20), 0.2)
+    ir[..., 5:10, 5:10] = 0.9  # a warm target covering the hottest 10%+
+    vis = torch.full((1, 1, 20, 20), 0.4)
+    assert warm_target_share(ir, vis, ir) == pytest.approx(1.0)
+    assert warm_target_share(ir, vis, vis) == pytest.approx(0.0)
+    assert warm_target_share(ir, vis, (ir + vis) / 2) == pytest.approx(0.5)
+    assert math.isnan(warm_target_share(vis, vis, vis))  # no warm pixels

@@ -2,10 +2,11 @@
 
     .venv/bin/python training/select_light.py runs/A/final runs/B/final ... [--every 4]
 
-Prints mean Qabf, VIF, MI and SSIM (tang) per candidate next to the ``average`` and
-``laplacian`` baselines, so that the choice never looks at the held-out sets. ``--scale 1.6``
-resizes every pair first (MSRS's 640x480 becomes M3FD's 1024x768), to judge how a candidate
-copes with targets that span more pixels than in training.
+Prints mean Qabf, VIF, MI and SSIM (tang), EN, SD and the warm-target share
+(:func:`evafusion_core.evaluate.warm_target_share`, over pairs that have warm targets) per
+candidate next to the ``average`` and ``laplacian`` baselines, so that the choice never looks at
+the held-out sets. ``--scale 1.6`` resizes every pair first (MSRS's 640x480 becomes M3FD's
+1024x768), to judge how a candidate copes with targets that span more pixels than in training.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from evafusion_core.colour import luma  # noqa: E402
+from evafusion_core.evaluate import warm_target_share  # noqa: E402
 from evafusion_core.hub import load_fusion_model  # noqa: E402
 from evafusion_core.inference import fuse  # noqa: E402
 from evafusion_core.io import find_pairs, load_pair, resize_to, to_uint8  # noqa: E402
@@ -38,16 +41,20 @@ def main() -> int:
     if args.scale != 1.0:
         loaded = [tuple(resize_to(t, (round(t.shape[-2] * args.scale), round(t.shape[-1] * args.scale)))
                         for t in pair) for pair in loaded]
-    print(f"{len(loaded)} training pairs at scale {args.scale}; | model | " + " | ".join(NAMES) + " |")
+    columns = [*NAMES, "warm"]
+    print(f"{len(loaded)} training pairs at scale {args.scale}; | model | " + " | ".join(columns) + " |")
     for source in ["average", "laplacian", *args.candidates]:
         model = load_fusion_model(source)
-        sums = dict.fromkeys(NAMES, 0.0)
+        sums, warm = dict.fromkeys(NAMES, 0.0), []
         for ir, vis in loaded:
             f = fuse(model, ir[None], vis[None])[0]
             m = compute_metrics(to_uint8(ir), to_uint8(vis), to_uint8(f), names=NAMES)
             for k in NAMES:
                 sums[k] += m[k] / len(loaded)
-        print(f"| {source} | " + " | ".join(f"{sums[k]:.4f}" for k in NAMES) + " |", flush=True)
+            share = warm_target_share(luma(ir), luma(vis), luma(f))
+            warm += [] if share != share else [share]  # pairs without warm targets have none
+        sums["warm"] = sum(warm) / max(len(warm), 1)
+        print(f"| {source} | " + " | ".join(f"{sums[k]:.4f}" for k in columns) + " |", flush=True)
     return 0
 
 
