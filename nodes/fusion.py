@@ -122,7 +122,9 @@ class FusionModelLoader(io.ComfyNode):
             "in models/evafusion/, or a Hugging Face Hub repo id (offline-safe: the local cache is used first).",
             inputs=[
                 io.Combo.Input("model", options=model_choices(bundled_names("fusion") + list(BASELINES)),
-                               default="light", tooltip="Bundled, baseline or models/evafusion/ entry."),
+                               default="light",
+                               tooltip="Bundled (light_warm keeps warm targets as bright as the IR image shows "
+                               "them), baseline or models/evafusion/ entry."),
                 *loader_inputs(),
                 io.Int.Input("work_size", default=0, min=0, max=8192, step=8, optional=True,
                              tooltip="light only: fuse frames larger than this (long side, e.g. 640) at this size "

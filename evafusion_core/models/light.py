@@ -19,7 +19,8 @@ Which source a region follows depends on how many pixels its objects span: train
 (off by default; ``load_fusion_model(..., work_size=640)``), a pair larger than that on
 its long side is fused at that size, and the detail the shrinking removed (each source
 minus its shrunk-and-regrown copy) is added back at full size with the network's own
-detail gains, which keeps the full resolution's sharpness.
+detail gains, which keeps the full resolution's sharpness. The bundled ``light_warm``, the
+same network trained with the warm-target loss term, keeps them at every size.
 """
 
 from __future__ import annotations
