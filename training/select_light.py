@@ -12,6 +12,7 @@ the held-out sets. ``--scale 1.6`` resizes every pair first (MSRS's 640x480 beco
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def main() -> int:
             for k in NAMES:
                 sums[k] += m[k] / len(loaded)
             share = warm_target_share(luma(ir), luma(vis), luma(f))
-            warm += [] if share != share else [share]  # pairs without warm targets have none
+            if not math.isnan(share):  # NaN: the pair has no warm targets
+                warm.append(share)
         sums["warm"] = sum(warm) / max(len(warm), 1)
         print(f"| {source} | " + " | ".join(f"{sums[k]:.4f}" for k in columns) + " |", flush=True)
     return 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 from evafusion_core.demo import WORKFLOWS_DIR
@@ -61,10 +63,6 @@ def test_pack_loads_and_every_node_is_listed(comfy_server, object_info):
 def test_template_browser_lists_every_workflow_with_its_thumbnail(comfy_server):
     """Workflow -> Browse Templates lists workflows/*.json and shows workflows/<name>.jpg on a square card
     (regenerate them with scripts/make_thumbnails.py when a workflow changes)."""
-    import io
-
-    import requests
-
     names = sorted(p.stem for p in WORKFLOWS_DIR.glob("*.json"))
     listing = requests.get(f"{comfy_server.url}/api/workflow_templates", timeout=30).json()
     module = next(m for m, listed in listing.items() if set(names) <= set(listed))
