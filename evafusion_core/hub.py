@@ -192,9 +192,10 @@ def load_fusion_model(
         )
     model = load_pretrained(source, ARCHITECTURES, kind="fusion", **kwargs)
     if work_size is not None:
-        if not hasattr(model, "work_size"):
+        if not hasattr(model, "set_work_size"):
             raise ModelLoadError(f"work_size applies to 'light' networks; {source} is {model.architecture!r}")
-        if work_size and work_size < model.pad_multiple:
-            raise ModelLoadError(f"work_size must be 0 (off) or at least {model.pad_multiple}, got {work_size}")
-        model.work_size = work_size or None
+        try:
+            model.set_work_size(work_size)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from None
     return model.to(device)

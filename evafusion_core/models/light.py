@@ -69,11 +69,9 @@ class LightFusionNet(FusionNet):
         super().__init__()
         if scale > self.pad_multiple or self.pad_multiple % scale:
             raise ValueError(f"scale must divide {self.pad_multiple}, got {scale}")
-        if work_size is not None and work_size < self.pad_multiple:
-            raise ValueError(f"work_size must be None or at least {self.pad_multiple}, got {work_size}")
         self.blur_radius = blur_radius
         self.scale = scale
-        self.work_size = work_size
+        self.set_work_size(work_size)
         layers: list[nn.Module] = [nn.Conv2d(6, channels, 3, padding=1), nn.ReLU(inplace=True)]
         for i in range(depth - 1):
             d = 2 ** (i % 2)  # dilations 1, 2: a wide view at low resolution for few FLOPs
@@ -87,6 +85,12 @@ class LightFusionNet(FusionNet):
         )
         nn.init.zeros_(self.fine[-1].weight)
         nn.init.zeros_(self.fine[-1].bias)
+
+    def set_work_size(self, work_size: int | None) -> None:
+        """Fuse frames larger than ``work_size`` on the long side at that size; 0 or None turns it off."""
+        if work_size and work_size < self.pad_multiple:
+            raise ValueError(f"work_size must be 0 or None (off) or at least {self.pad_multiple}, got {work_size}")
+        self.work_size = work_size or None
 
     def hub_config(self) -> dict:
         """The saved config, with ``work_size`` as it is now: loaders set it after construction."""
