@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--work-size", type=int, default=None,
                    help="light only: fuse frames larger than this (long side, e.g. 640) at this size and add the "
-                        "full-resolution detail back, which keeps warm targets on large frames; 0 = off")
+                        "full-resolution detail back (faster on HD frames, as sharp); 0 = off")
     p.add_argument("--resize", action="store_true", help="resize IR to the visible size instead of failing")
     p.add_argument("--side-by-side", action="store_true", help="also write IR | visible | fused as a PNG")
     p.add_argument("--skip-existing", action="store_true",

@@ -123,12 +123,12 @@ class FusionModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model", options=model_choices(bundled_names("fusion") + list(BASELINES)),
                                default="light",
-                               tooltip="Bundled (light_warm keeps warm targets as bright as the IR image shows "
-                               "them), baseline or models/evafusion/ entry."),
+                               tooltip="Bundled (light keeps warm targets as bright as the IR image shows them), "
+                               "baseline or models/evafusion/ entry."),
                 *loader_inputs(),
                 io.Int.Input("work_size", default=0, min=0, max=8192, step=8, optional=True,
                              tooltip="light only: fuse frames larger than this (long side, e.g. 640) at this size "
-                             "and add the full-resolution detail back, so warm targets survive on large frames. "
+                             "and add the full-resolution detail back: faster on HD frames, as sharp. "
                              "0 keeps the model's own setting (off for the bundled light)."),
             ],
             outputs=[FusionModel.Output("fusion_model", display_name="model", tooltip="The loaded fusion network.")],

@@ -87,8 +87,9 @@ def _vertical_detail(t: torch.Tensor) -> float:
 
 
 def test_work_size_fuses_an_enlarged_pair_like_the_original(pair):
-    """Which source the trained light follows depends on how many pixels objects span; at a working
-    size it no longer does: a pair enlarged 3x fuses, shrunk back, to nearly the original's fusion."""
+    """Which source the trained light follows depends a little on how many pixels objects span (a pair
+    enlarged 3x fuses, shrunk back, 0.021 away from the original's fusion; 0.042 for the previous
+    default, S9); at a working size much less: 0.008."""
     from evafusion_core.hub import load_fusion_model
     from evafusion_core.io import resize_to
 
@@ -101,7 +102,7 @@ def test_work_size_fuses_an_enlarged_pair_like_the_original(pair):
     assert torch.equal(fuse_luma(model, ir, vis), native)  # frames not larger than work_size are untouched
     at_work_size = _area(fuse_luma(model, *big), (96, 128))
     err_full, err_work = ((x - native).abs().mean().item() for x in (at_full_size, at_work_size))
-    assert err_work < 0.01 and err_work < err_full / 3, (err_work, err_full)
+    assert err_work < 0.01 and err_work < err_full / 2, (err_work, err_full)
 
 
 def test_work_size_keeps_full_resolution_detail(pair):
@@ -134,14 +135,15 @@ def test_warm_target_share_is_one_for_the_ir_image_and_zero_for_the_visible():
     assert math.isnan(warm_target_share(vis, vis, vis))  # no warm pixels
 
 
-def test_light_warm_keeps_warm_targets_that_light_lets_fade():
-    """The bundled light_warm was trained with the warm-target term: on the 640x480 demo pair it keeps
-    nearly all of its people's IR contrast, where the default light keeps noticeably less."""
+def test_default_light_keeps_warm_targets():
+    """The bundled light was trained with the warm-target term: on the 640x480 demo pair it keeps nearly
+    all of its people's IR contrast (the previous default, trained without the term, kept 0.74 and
+    `average` keeps half by construction)."""
     from evafusion_core.demo import make_demo_pair
     from evafusion_core.evaluate import warm_target_share
     from evafusion_core.hub import load_fusion_model
 
     ir, vis = (t[None] for t in make_demo_pair(480, 640, seed=1))
     shares = {name: warm_target_share(luma(ir), luma(vis), fuse_luma(load_fusion_model(name), ir, vis))
-              for name in ("light", "light_warm")}
-    assert shares["light_warm"] > 0.95 and shares["light_warm"] > shares["light"] + 0.1, shares
+              for name in ("light", "average")}
+    assert shares["light"] > 0.95 and shares["average"] == pytest.approx(0.5, abs=0.02), shares

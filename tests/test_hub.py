@@ -18,13 +18,12 @@ def _same(a, b, pair):
         return torch.equal(a(ir[:, :1], vis[:, :1]), b(ir[:, :1], vis[:, :1]))
 
 
-@pytest.mark.parametrize("name", ["light", "light_warm"])
-def test_bundled_light_is_shipped_and_small(name):
-    assert name in bundled_names()
-    folder = WEIGHTS_DIR / "fusion" / name
+def test_bundled_light_is_shipped_and_small():
+    assert "light" in bundled_names()
+    folder = WEIGHTS_DIR / "fusion" / "light"
     size = sum(p.stat().st_size for p in folder.iterdir())
     assert size < 5 * 2**20
-    model = load_fusion_model(name)
+    model = load_fusion_model("light")
     assert model.architecture == "light" and not model.training
 
 

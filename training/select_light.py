@@ -7,6 +7,10 @@ Prints mean Qabf, VIF, MI and SSIM (tang), EN, SD and the warm-target share
 candidate next to the ``average`` and ``laplacian`` baselines, so that the choice never looks at
 the held-out sets. ``--scale 1.6`` resizes every pair first (MSRS's 640x480 becomes M3FD's
 1024x768), to judge how a candidate copes with targets that span more pixels than in training.
+
+The rule (docs/RESULTS.md, twenty-second session): a candidate must keep at least 0.8 of the warm-target
+contrast at 1.6x; among those, the largest smallest relative margin over the better baseline on Qabf,
+VIF, MI and SSIM, over both sizes, wins.
 """
 
 from __future__ import annotations

@@ -14,13 +14,14 @@ shipped widths (the defaults below) a 640x480 pair costs about 1 GFLOP, most of 
 the low-resolution context CNN.
 
 Which source a region follows depends on how many pixels its objects span: trained on
-640x480-class images, the network lets warm targets fade into the visible image on
-1024x768 frames, though it keeps them on the same pair shrunk. With ``work_size`` set
+640x480-class images with the published loss alone, the network let warm targets fade into
+the visible image on 1024x768 frames, though it kept them on the same pair shrunk; the
+bundled weights are trained with the warm-target loss term as well, which keeps them at
+every size. With ``work_size`` set
 (off by default; ``load_fusion_model(..., work_size=640)``), a pair larger than that on
 its long side is fused at that size, and the detail the shrinking removed (each source
 minus its shrunk-and-regrown copy) is added back at full size with the network's own
-detail gains, which keeps the full resolution's sharpness. The bundled ``light_warm``, the
-same network trained with the warm-target loss term, keeps them at every size.
+detail gains, which keeps the full resolution's sharpness and costs less on HD frames.
 """
 
 from __future__ import annotations
