@@ -459,9 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ladders-per-pair", type=int, default=2, help="strength ladders per pair (pairwise accuracy)")
     p.add_argument("--size", type=int, default=0, help="work at SIZE x SIZE instead of native resolution")
     p.add_argument("--labels", default=None, choices=("relative", "retention", "targets"),
-                   help="relative: every clean fusion scores 5; retention (default, what the bundled model learnt): "
-                        "clean fusions also lose Thermal and Texture points for the IR contrast and visible detail "
-                        "they do not keep; targets: retention that also sees small thermal targets")
+                   help="relative: every clean fusion scores 5; retention: clean fusions also lose Thermal and "
+                        "Texture points for the IR contrast and visible detail they do not keep; targets (default, "
+                        "what the bundled model learnt last): retention that also sees small thermal targets")
     p.add_argument("--max-pairs", type=int, default=None)
     p.add_argument("--max-samples", type=int, default=None, help="HF folders: evaluate at most this many rows")
     p.add_argument("--hf-split", default="test", help="HF folders: which split")

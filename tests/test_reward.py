@@ -757,7 +757,7 @@ def test_eval_reward_cli_on_synthetic_and_hf(model, demo_set, tmp_path):
     assert rc == 0
     res = json.loads((tmp_path / "ev" / "reward_eval.json").read_text())
     assert res["n_samples"] == 8 and res["pairwise"]["n_ladders"] == 4 and "speed" in res
-    assert res["data"]["labels"] == "retention"  # the benchmark's labels, those the bundled model learnt
+    assert res["data"]["labels"] == "targets"  # the benchmark's labels, those the bundled model learnt last
     assert res["rank_check"][demo_set.name]["n_pairs"] == 4 and "overall" not in res["rank_check"][demo_set.name]
     assert "errors_by_group" in res and "method average" in res["errors_by_group"]
     assert "## Rank check" in (tmp_path / "ev" / "reward_eval.md").read_text()

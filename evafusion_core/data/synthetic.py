@@ -73,7 +73,7 @@ LABELS = ("relative", "retention", "targets")
 MIN_TARGET_AREA = {"retention": 0.005, "targets": 0.0005}
 #: The scheme the bundled reward model was trained on and is benchmarked with (``eval-reward``'s default).
 #: Configs without ``synthetic.labels`` keep meaning "relative", as when they were written.
-BENCHMARK_LABELS = "retention"
+BENCHMARK_LABELS = "targets"
 
 FUSION_BASELINES = ("light", "average", "max", "laplacian")
 PUBLISHED_METHODS = ("SeAFusion", "IFCNN", "DenseFuse")

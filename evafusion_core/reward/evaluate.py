@@ -588,7 +588,7 @@ def synthetic_eval_set(
     ``split``: ``test`` keeps the pairs the trainer held out (same ``test_fraction`` and
     ``split_seed``), ``all`` keeps every pair (for sets never trained on), ``train`` the pairs the
     trainer saw (to choose settings such as ``heatmap_blur`` without looking at held-out pairs). ``size`` None works
-    at each pair's own resolution. ``labels``: "relative" or "retention" (see
+    at each pair's own resolution. ``labels``: "relative", "retention" or "targets" (see
     :data:`~evafusion_core.data.synthetic.LABELS`; None: the benchmark's, ``BENCHMARK_LABELS``).
     Returns (samples, ladders, pair keys).
     """
