@@ -24,6 +24,8 @@ from .errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: Names an earlier release bundled, and what to use instead, so that an old workflow or script gets told.
+RETIRED_NAMES = {"light_warm": "since 2026-11-28 the bundled 'light' is this network (the same weights); use 'light'"}
 
 
 class RecordsArchitecture:
@@ -115,6 +117,8 @@ def load_pretrained(
         return _from_file(path, registry).eval()
     if _looks_like_repo_id(text):
         return _from_hub(text, registry, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
+    if text in RETIRED_NAMES:
+        raise ModelLoadError(f"model {text!r} is no longer bundled: {RETIRED_NAMES[text]}")
     known = bundled_names(kind) + [n for n, c in registry.items() if not getattr(c, "trainable", True)]
     raise ModelLoadError(
         f"model {text!r} not found: it is not a bundled model ({', '.join(known)}), "

@@ -69,6 +69,8 @@ def test_hub_id_from_offline_cache(tmp_path, pair):
 def test_missing_everywhere_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match="not found"):
         load_fusion_model("no_such_model")
+    with pytest.raises(ModelLoadError, match="'light_warm' is no longer bundled.*use 'light'"):
+        load_fusion_model("light_warm")  # a retired name says what replaced it
     with pytest.raises(ModelLoadError, match="offline"):
         load_fusion_model("evafusion/absent", cache_dir=tmp_path, local_files_only=True)
     (tmp_path / "empty").mkdir()
