@@ -662,6 +662,65 @@ def test_rich_pooling_starts_where_the_basic_heads_were(model, tmp_path):
         create_reward_model("small", **TINY, head_pooling="fancy")
 
 
+def _hot_textured(h: int = 64, w: int = 80) -> tuple[torch.Tensor, torch.Tensor]:
+    """IR: cool with one hot box; visible: mid grey with fine texture the IR lacks."""
+    g = torch.Generator().manual_seed(3)
+    ir = torch.full((1, 1, h, w), 0.2)
+    ir[..., 20:40, 30:50] = 0.9
+    vis = (0.4 + 0.1 * torch.randn(1, 1, h, w, generator=g)).clamp(0, 1)
+    return ir, vis
+
+
+def test_retention_cues_measure_what_the_labels_charge():
+    """The cues' thermal and texture deficits are the labels' own (retention_deficits, "targets" threshold),
+    per image in a batch; the IR image alone keeps every hot pixel, the visible image alone none."""
+    from evafusion_core.data.synthetic import MIN_TARGET_AREA, retention_deficits
+    from evafusion_core.reward.model import RETENTION_CUES, retention_cues
+
+    ir, vis = _hot_textured()
+    fusions = {"max": torch.maximum(ir, vis), "average": (ir + vis) / 2, "vis": vis, "ir": ir}
+    batch = torch.cat(list(fusions.values()))
+    cues = retention_cues(batch.expand(-1, 3, -1, -1), ir.expand(4, -1, -1, -1), vis.expand(4, 3, -1, -1))
+    assert cues.shape == (4, len(RETENTION_CUES)) and torch.isfinite(cues).all()
+    col = {name: RETENTION_CUES.index(name) for name in ("hot share", "thermal deficit", "texture deficit")}
+    for row, f in zip(cues, fusions.values()):
+        thermal, texture = retention_deficits(f[0], ir[0], vis[0], MIN_TARGET_AREA["targets"])
+        assert float(row[col["thermal deficit"]]) == pytest.approx(thermal, abs=1e-4)
+        assert float(row[col["texture deficit"]]) == pytest.approx(texture, abs=1e-4)
+    share = cues[:, col["hot share"]].tolist()
+    assert share[0] == pytest.approx(1.0) and share[3] == pytest.approx(1.0) and share[2] == pytest.approx(0.0)
+    assert 0.3 < share[1] < 0.7
+    flat = torch.full((1, 1, 64, 80), 0.5)  # no hot target, no detail: nothing to lose
+    none = retention_cues(flat, flat, flat)[0]
+    assert float(none[col["hot share"]]) == 1.0 and float(none[col["thermal deficit"]]) == 0.0
+    assert torch.isfinite(none).all()
+
+
+def test_retention_inputs_start_where_the_heads_were(model, tmp_path):
+    """Heads widened to read the cues compute the trained heads' scores until refit; the cue scale is set
+    once from fit features (and applied to them), and both survive save and load."""
+    from evafusion_core.reward.model import RETENTION_CUES
+    from evafusion_core.reward.refit import set_cue_scale, with_retention_inputs
+
+    wide = with_retention_inputs(model)
+    x = (torch.rand(3, 3, 40, 56), torch.rand(3, 1, 40, 56), torch.rand(3, 3, 40, 56))
+    a, b = model(*x), wide(*x)
+    k = len(RETENTION_CUES)
+    assert b["pooled"].shape[1] == a["pooled"].shape[1] + k
+    assert torch.allclose(b["scores"], a["scores"], atol=1e-6)
+    feats = b["pooled"].detach().clone()
+    raw = feats[:, -k:].clone()
+    set_cue_scale(wide, feats)
+    assert torch.allclose(feats[:, -k:], (raw - raw.mean(0)) / raw.std(0).clamp(min=1e-3), atol=1e-5)
+    assert torch.allclose(wide(*x)["pooled"], feats, atol=1e-4)  # the model now standardises as the features are
+    with pytest.raises(ValueError, match="already standardised"):
+        set_cue_scale(wide, feats)
+    wide.save_pretrained(tmp_path / "cues")
+    loaded = load_reward_model(tmp_path / "cues")
+    assert loaded.retention_inputs and torch.equal(loaded.cue_std, wide.cue_std)
+    assert torch.allclose(loaded(*x)["scores"], wide(*x)["scores"], atol=1e-6)
+
+
 def test_fit_heads_learns_a_known_target_and_keeps_the_best_validation_step():
     from evafusion_core.reward.refit import fit_heads
 
@@ -739,6 +798,15 @@ def test_refit_script_changes_scores_not_the_heatmap(model, demo_set, tmp_path, 
     assert set(by_size) == {str(model.image_size), "40"} and all(len(r["after"]) == 5 for r in by_size.values())
     assert (tmp_path / "two" / "sources_40.pt").is_file()
     assert len(torch.load(tmp_path / "two" / "features.pt", weights_only=True)["fit"][0]) == 12
+    cues = [*args[:5], str(tmp_path / "cues"), *args[6:], "--retention-inputs"]
+    assert refit.main(cues) == 0
+    read = load_reward_model(tmp_path / "cues" / "final")
+    assert read.retention_inputs and not torch.all(read.cue_std == 1)  # standardised by the fit samples
+    base = load_reward_model(tmp_path / "rm")  # the weights the command widened (seed 1, written above)
+    assert torch.equal(read.predict(fused, ir, vis)["heatmap"], base.predict(fused, ir, vis)["heatmap"])
+    first = json.loads((tmp_path / "cues" / "refit.json").read_text())["val_plcc_after"]
+    assert refit.main(cues) == 0 and "features from" in capsys.readouterr().out  # cached unstandardised, reused
+    assert json.loads((tmp_path / "cues" / "refit.json").read_text())["val_plcc_after"] == first
     with pytest.raises(ValueError, match="validation pairs"):
         split_by_pair(["only/one"], 0.5, 0)
     with pytest.raises(SystemExit, match="training config not found"):

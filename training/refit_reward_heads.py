@@ -44,8 +44,10 @@ from evafusion_core.reward.refit import (  # noqa: E402
     head_plcc,
     pooled_features,
     refit_panels,
+    set_cue_scale,
     split_by_pair,
     with_head_pooling,
+    with_retention_inputs,
 )
 from evafusion_core.reward.train import resolve_path, source_sizes  # noqa: E402
 
@@ -101,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--head-pooling", choices=HEAD_POOLING,
                     help="what the refit heads read (default: what the model's heads read); 'rich' widens them, "
                     "the new inputs starting at zero")
+    ap.add_argument("--retention-inputs", action="store_true",
+                    help="let the heads also read the measured retention cues (reward.model.retention_cues), "
+                    "their weights starting at zero")
     ap.add_argument("--keep", nargs="+", default=[], choices=DIMENSIONS, metavar="DIMENSION",
                     help="dimensions whose heads stay as trained (e.g. Overall, which alone sets the pairwise "
                     "accuracy and the rank check)")
@@ -117,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     model = load_reward_model(args.model, device=device)
     if args.head_pooling:
         model = with_head_pooling(model, args.head_pooling)
+    widen_cues = args.retention_inputs and not model.retention_inputs
+    if widen_cues:
+        model = with_retention_inputs(model)
     size = model.image_size
     try:
         sizes = source_sizes({"source_sizes": args.sizes}, size)  # the trainer's check of the same setting
@@ -146,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {"model": str(args.model), "weights": _fingerprint(model), "config": str(config_path),
             "samples": args.samples, "val_samples": args.val_samples, "val_fraction": args.val_fraction,
-            "seed": args.seed, "size": size, "sizes": sizes, "head_pooling": model.head_pooling}
+            "seed": args.seed, "size": size, "sizes": sizes, "head_pooling": model.head_pooling,
+            "retention_inputs": model.retention_inputs}
     feat_path = out / "features.pt"
     cached = torch.load(feat_path, weights_only=True) if feat_path.is_file() else None
     if cached is not None and cached.get("meta") == meta:
@@ -159,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.save({"meta": meta, "fit": list(fit), "val": list(val)}, tmp)
         tmp.replace(feat_path)
 
+    if widen_cues:  # the features were computed with the identity scale; standardise cues and features alike
+        fit, val = (fit[0].clone(), fit[1]), (val[0].clone(), val[1])
+        set_cue_scale(model, fit[0], val[0])
     before = _plcc_by_size(model.heads.cpu(), val, sizes)
     heads, record = fit_heads(model.heads.cpu(), fit, val, steps=args.steps, lr=args.lr,
                               weight_decay=args.weight_decay, keep=[DIMENSIONS.index(d) for d in args.keep])

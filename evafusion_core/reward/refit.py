@@ -11,6 +11,7 @@ The backbone, mixer and heatmap decoder are not touched, so the heatmap does not
 :func:`with_head_pooling` first widens the heads to read more of what the frozen network computes.
 On the training generator's own distribution the gains were small: about 0.003 mean PLCC from a
 refit, and about 0.004 more from the wider ("rich") head input (fourteenth session).
+:func:`with_retention_inputs` widens them to read measured retention statistics too (twenty-fourth session).
 """
 
 from __future__ import annotations
@@ -134,6 +135,35 @@ def with_head_pooling(model: nn.Module, pooling: str) -> nn.Module:
         raise RuntimeError(f"weights not carried over to the wider heads: {skipped}")
     device = next(model.parameters()).device
     return wide.to(device).train(model.training)
+
+
+def with_retention_inputs(model: nn.Module) -> nn.Module:
+    """A copy of a reward model whose heads also read :func:`~evafusion_core.reward.model.retention_cues`,
+    computing exactly what ``model`` computes: the heads' weights for the cues start at zero (a refit
+    learns them), and the cues' standardisation starts as the identity (:func:`set_cue_scale` sets it)."""
+    if model.retention_inputs:
+        return copy.deepcopy(model)
+    wide = type(model)(**{**type(model).init_args(model.hub_config()), "retention_inputs": True})
+    skipped = set(carry_state(wide, model.state_dict())) - {"cue_mean", "cue_std"}
+    if skipped:
+        raise RuntimeError(f"weights not carried over to the wider heads: {sorted(skipped)}")
+    device = next(model.parameters()).device
+    return wide.to(device).train(model.training)
+
+
+def set_cue_scale(model: nn.Module, fit_x: torch.Tensor, *others: torch.Tensor) -> None:
+    """Standardise the retention cues by their mean and spread over the fit samples' head inputs
+    ``fit_x`` (the last columns), in ``model`` and in place in ``fit_x`` and ``others``, which must have been
+    computed with the identity scale (as :func:`with_retention_inputs` leaves it). The heads' cue weights
+    start at zero, so they learn at one rate whatever each cue's units."""
+    k = model.cue_mean.numel()
+    if not (torch.all(model.cue_mean == 0) and torch.all(model.cue_std == 1)):
+        raise ValueError("the cues are already standardised; set_cue_scale expects features computed without it")
+    mean, std = fit_x[:, -k:].mean(0), fit_x[:, -k:].std(0).clamp(min=1e-3)
+    for x in (fit_x, *others):
+        x[:, -k:] = (x[:, -k:] - mean) / std
+    model.cue_mean.copy_(mean.to(model.cue_mean.device))
+    model.cue_std.copy_(std.to(model.cue_std.device))
 
 
 def split_by_pair(keys: Sequence[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
