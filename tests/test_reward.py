@@ -675,7 +675,7 @@ def test_retention_cues_measure_what_the_labels_charge():
     """The cues' thermal and texture deficits are the labels' own (retention_deficits, "targets" threshold),
     per image in a batch; the IR image alone keeps every hot pixel, the visible image alone none."""
     from evafusion_core.data.synthetic import MIN_TARGET_AREA, retention_deficits
-    from evafusion_core.reward.model import RETENTION_CUES, retention_cues
+    from evafusion_core.reward.cues import RETENTION_CUES, retention_cues
 
     ir, vis = _hot_textured()
     fusions = {"max": torch.maximum(ir, vis), "average": (ir + vis) / 2, "vis": vis, "ir": ir}
@@ -696,13 +696,45 @@ def test_retention_cues_measure_what_the_labels_charge():
     assert torch.isfinite(none).all()
 
 
-def test_retention_inputs_start_where_the_heads_were(model, tmp_path):
-    """Heads widened to read the cues compute the trained heads' scores until refit; the cue scale is set
-    once from fit features (and applied to them), and both survive save and load."""
-    from evafusion_core.reward.model import RETENTION_CUES
-    from evafusion_core.reward.refit import set_cue_scale, with_retention_inputs
+def test_quality_cues_see_blur_noise_blocks_and_colour_where_they_are():
+    """Each map's worst tile moves the right way for the damage it is named for, in one corner of the frame,
+    and a fusion equal to its sharper source shows no damage."""
+    from evafusion_core.data.synthetic import gaussian_blur
+    from evafusion_core.reward.cues import QUALITY_CUES, quality_cues
 
-    wide = with_retention_inputs(model)
+    g = torch.Generator().manual_seed(5)
+    vis = (0.5 + 0.15 * torch.randn(1, 3, 96, 96, generator=g)).clamp(0, 1)
+    vis = gaussian_blur(vis[0], 0.7).unsqueeze(0)
+    ir = torch.full((1, 1, 96, 96), 0.3)
+    corner = (..., slice(0, 32), slice(0, 32))
+    blurred, noisy, blocky, cast = vis.clone(), vis.clone(), vis.clone(), vis.clone()
+    blurred[corner] = gaussian_blur(vis[0], 2.0).unsqueeze(0)[corner]
+    noisy[corner] = (vis[corner] + 0.1 * torch.randn(1, 3, 32, 32, generator=g)).clamp(0, 1)
+    blocks = torch.nn.functional.avg_pool2d(vis[corner], 8)
+    blocky[corner] = blocks.repeat_interleave(8, -2).repeat_interleave(8, -1)
+    cast[corner] = (vis[corner] + torch.tensor([0.15, 0.0, -0.15]).view(1, 3, 1, 1)).clamp(0, 1)
+    fused = torch.cat([vis, blurred, noisy, blocky, cast])
+    cues = quality_cues(fused, ir.expand(5, -1, -1, -1), vis.expand(5, -1, -1, -1))
+    assert cues.shape == (5, len(QUALITY_CUES)) and torch.isfinite(cues).all()
+    col = {name: QUALITY_CUES.index(name) for name in QUALITY_CUES}
+    clean = cues[0]
+    assert float(clean[col["fine detail kept: worst tile"]]) == pytest.approx(1.0, abs=1e-4)
+    assert float(clean[col["fine detail in excess: worst tile"]]) == pytest.approx(0.0, abs=1e-6)
+    assert float(cues[1, col["fine detail kept: worst tile"]]) < 0.6  # blur
+    assert float(cues[1, col["fine detail kept: mean"]]) > float(cues[1, col["fine detail kept: worst tile"]])
+    assert float(cues[2, col["fine detail in excess: worst tile"]]) > 0.02  # noise
+    assert float(cues[3, col["flat pixels in excess: worst tile"]]) > 0.3  # blocks
+    assert float(cues[4, col["colour shift: worst tile"]]) > 0.1 > float(clean[col["colour shift: worst tile"]])
+
+
+def test_cue_inputs_start_where_the_heads_were(model, tmp_path):
+    """Heads widened to read cue groups compute the trained heads' scores until refit; each group's scale is
+    set once from fit features (and applied to them), a later group keeps the earlier one's, and both
+    survive save and load."""
+    from evafusion_core.reward.cues import QUALITY_CUES, RETENTION_CUES
+    from evafusion_core.reward.refit import cue_columns, set_cue_scale, with_cue_inputs
+
+    wide = with_cue_inputs(model, ["retention"])
     x = (torch.rand(3, 3, 40, 56), torch.rand(3, 1, 40, 56), torch.rand(3, 3, 40, 56))
     a, b = model(*x), wide(*x)
     k = len(RETENTION_CUES)
@@ -710,15 +742,22 @@ def test_retention_inputs_start_where_the_heads_were(model, tmp_path):
     assert torch.allclose(b["scores"], a["scores"], atol=1e-6)
     feats = b["pooled"].detach().clone()
     raw = feats[:, -k:].clone()
-    set_cue_scale(wide, feats)
+    set_cue_scale(wide, "retention", feats)
     assert torch.allclose(feats[:, -k:], (raw - raw.mean(0)) / raw.std(0).clamp(min=1e-3), atol=1e-5)
     assert torch.allclose(wide(*x)["pooled"], feats, atol=1e-4)  # the model now standardises as the features are
     with pytest.raises(ValueError, match="already standardised"):
-        set_cue_scale(wide, feats)
-    wide.save_pretrained(tmp_path / "cues")
+        set_cue_scale(wide, "retention", feats)
+    both = with_cue_inputs(wide, ["retention", "quality"])
+    assert both.cue_inputs == ("retention", "quality")
+    assert cue_columns(both, "quality") == slice(k, k + len(QUALITY_CUES))
+    assert torch.equal(both.cue_std[:k], wide.cue_std) and torch.all(both.cue_std[k:] == 1)
+    assert torch.allclose(both(*x)["scores"], wide(*x)["scores"], atol=1e-6)
+    both.save_pretrained(tmp_path / "cues")
     loaded = load_reward_model(tmp_path / "cues")
-    assert loaded.retention_inputs and torch.equal(loaded.cue_std, wide.cue_std)
+    assert loaded.cue_inputs == ("retention", "quality") and torch.equal(loaded.cue_std, both.cue_std)
     assert torch.allclose(loaded(*x)["scores"], wide(*x)["scores"], atol=1e-6)
+    with pytest.raises(ValueError, match="cue_inputs"):
+        create_reward_model("small", **TINY, cue_inputs=["retention", "smell"])
 
 
 def test_fit_heads_learns_a_known_target_and_keeps_the_best_validation_step():
@@ -798,10 +837,10 @@ def test_refit_script_changes_scores_not_the_heatmap(model, demo_set, tmp_path, 
     assert set(by_size) == {str(model.image_size), "40"} and all(len(r["after"]) == 5 for r in by_size.values())
     assert (tmp_path / "two" / "sources_40.pt").is_file()
     assert len(torch.load(tmp_path / "two" / "features.pt", weights_only=True)["fit"][0]) == 12
-    cues = [*args[:5], str(tmp_path / "cues"), *args[6:], "--retention-inputs"]
+    cues = [*args[:5], str(tmp_path / "cues"), *args[6:], "--cues", "retention", "quality"]
     assert refit.main(cues) == 0
     read = load_reward_model(tmp_path / "cues" / "final")
-    assert read.retention_inputs and not torch.all(read.cue_std == 1)  # standardised by the fit samples
+    assert read.cue_inputs == ("retention", "quality") and not torch.all(read.cue_std == 1)  # fit samples' scale
     base = load_reward_model(tmp_path / "rm")  # the weights the command widened (seed 1, written above)
     assert torch.equal(read.predict(fused, ir, vis)["heatmap"], base.predict(fused, ir, vis)["heatmap"])
     first = json.loads((tmp_path / "cues" / "refit.json").read_text())["val_plcc_after"]

@@ -38,6 +38,7 @@ from evafusion_core.device import pick_device  # noqa: E402
 from evafusion_core.io import atomic_write_bytes  # noqa: E402
 from evafusion_core.plot import plot_panels, save_png  # noqa: E402
 from evafusion_core.reward import DIMENSIONS, load_reward_model  # noqa: E402
+from evafusion_core.reward.cues import CUE_GROUPS  # noqa: E402
 from evafusion_core.reward.model import HEAD_POOLING  # noqa: E402
 from evafusion_core.reward.refit import (  # noqa: E402
     fit_heads,
@@ -46,8 +47,8 @@ from evafusion_core.reward.refit import (  # noqa: E402
     refit_panels,
     set_cue_scale,
     split_by_pair,
+    with_cue_inputs,
     with_head_pooling,
-    with_retention_inputs,
 )
 from evafusion_core.reward.train import resolve_path, source_sizes  # noqa: E402
 
@@ -103,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--head-pooling", choices=HEAD_POOLING,
                     help="what the refit heads read (default: what the model's heads read); 'rich' widens them, "
                     "the new inputs starting at zero")
-    ap.add_argument("--retention-inputs", action="store_true",
-                    help="let the heads also read the measured retention cues (reward.model.retention_cues), "
-                    "their weights starting at zero")
+    ap.add_argument("--cues", nargs="+", default=[], choices=list(CUE_GROUPS), metavar="GROUP",
+                    help="cue groups the heads should also read (reward/cues.py: retention, quality), their weights "
+                    "starting at zero; groups the model reads already are kept as they are")
     ap.add_argument("--keep", nargs="+", default=[], choices=DIMENSIONS, metavar="DIMENSION",
                     help="dimensions whose heads stay as trained (e.g. Overall, which alone sets the pairwise "
                     "accuracy and the rank check)")
@@ -122,9 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_reward_model(args.model, device=device)
     if args.head_pooling:
         model = with_head_pooling(model, args.head_pooling)
-    widen_cues = args.retention_inputs and not model.retention_inputs
-    if widen_cues:
-        model = with_retention_inputs(model)
+    new_cues = [g for g in args.cues if g not in model.cue_inputs]
+    model = with_cue_inputs(model, new_cues)
     size = model.image_size
     try:
         sizes = source_sizes({"source_sizes": args.sizes}, size)  # the trainer's check of the same setting
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"model": str(args.model), "weights": _fingerprint(model), "config": str(config_path),
             "samples": args.samples, "val_samples": args.val_samples, "val_fraction": args.val_fraction,
             "seed": args.seed, "size": size, "sizes": sizes, "head_pooling": model.head_pooling,
-            "retention_inputs": model.retention_inputs}
+            "cue_inputs": list(model.cue_inputs)}
     feat_path = out / "features.pt"
     cached = torch.load(feat_path, weights_only=True) if feat_path.is_file() else None
     if cached is not None and cached.get("meta") == meta:
@@ -168,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.save({"meta": meta, "fit": list(fit), "val": list(val)}, tmp)
         tmp.replace(feat_path)
 
-    if widen_cues:  # the features were computed with the identity scale; standardise cues and features alike
+    if new_cues:  # features hold the new cues unscaled (and are cached so); standardise model and features alike
         fit, val = (fit[0].clone(), fit[1]), (val[0].clone(), val[1])
-        set_cue_scale(model, fit[0], val[0])
+        for group in new_cues:
+            set_cue_scale(model, group, fit[0], val[0])
     before = _plcc_by_size(model.heads.cpu(), val, sizes)
     heads, record = fit_heads(model.heads.cpu(), fit, val, steps=args.steps, lr=args.lr,
                               weight_decay=args.weight_decay, keep=[DIMENSIONS.index(d) for d in args.keep])

@@ -23,7 +23,8 @@ Three config values refine a trained model, as the bundled ``small`` uses them:
 ``heatmap_blur`` smooths the heatmap it returns (scores unchanged); ``head_pooling`` "rich" lets
 each head also read the token maximum and the heatmap-weighted means of the tokens and of the
 decoder's features, i.e. what the image looks like where the damage is (see ``refit.py``);
-``retention_inputs`` lets them also read measured retention statistics (:func:`retention_cues`).
+``cue_inputs`` lets them also read measured per-image statistics (``cues.CUE_GROUPS``: what the fused image
+keeps of each source, and tile-wise blur, noise, blocking, clipping and colour shift against them).
 
 Two presets: ``small`` (a CPU-friendly LCNet trained from scratch here) and
 ``rahf-large`` (ViT-L/16 at 384, the original scale; ImageNet weights only on request).
@@ -40,6 +41,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ..hub import RecordsArchitecture
+from .cues import COMPARISON_CHANNELS, CUE_GROUPS, comparison_cues, measure_cue_groups, promote_rgb
 
 DIMENSIONS: tuple[str, ...] = ("Thermal Retention", "Texture Preservation", "Artifacts", "Sharpness", "Overall")
 
@@ -73,174 +75,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pixel_channels": [32, 64, 96, 128],
     },
 }
-
-
-def promote_rgb(x: torch.Tensor, what: str = "image") -> torch.Tensor:
-    """[B,C,H,W] with C 1, 3 or 4 -> [B,3,H,W] (grey repeated, alpha dropped)."""
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    if x.ndim != 4:
-        raise ValueError(f"{what}: expected [B,C,H,W], got shape {tuple(x.shape)}")
-    c = x.shape[1]
-    if c == 1:
-        return x.expand(-1, 3, -1, -1)
-    if c == 4:
-        return x[:, :3]
-    if c != 3:
-        raise ValueError(f"{what}: {c} channels; expected 1 (grey), 3 (RGB) or 4 (RGBA)")
-    return x
-
-
-_CUES = 15
-
-
-def comparison_cues(f: torch.Tensor, i: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The early-fusion input, [B,15,H,W] from fused/IR/visible [B,3,H,W] in 0..1.
-
-    The images themselves and their luma differences, plus hand-made cues that make artifacts
-    stand out from fusion-method differences: the part of the fused luma that no simple fusion
-    rule explains (its distance to the nearest of IR, visible, their mean and their maximum),
-    the fused high-pass, the fused detail in excess of both sources' (positive for noise,
-    stripes, ringing; negative for blur and texture loss), also averaged over a 7-pixel window,
-    and how much of each source the fused luma retains where the sources disagree (the IR
-    share falls to 0 where thermal targets were lost, the visible share where texture was).
-    """
-    from ..colour import luma
-
-    fy, iy, vy = luma(f), luma(i), luma(v)
-    rules = torch.stack([iy, vy, 0.5 * (iy + vy), torch.maximum(iy, vy)])
-    unexplained = (fy.unsqueeze(0) - rules).abs().amin(0)
-
-    def high(x: torch.Tensor) -> torch.Tensor:
-        return x - F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
-
-    hf = high(fy)
-    excess = hf.abs() - torch.maximum(high(iy).abs(), high(vy).abs())
-    energy = F.avg_pool2d(excess, 7, stride=1, padding=3, count_include_pad=False)
-    gap = iy - vy
-    weight = gap.square() / (gap.square() + 0.01)  # ~1 where the sources differ by more than 0.1
-    ir_share = ((fy - vy) * gap / (gap.square() + 1e-3)).clamp(-1, 2) * weight
-    vis_share = ((fy - iy) * -gap / (gap.square() + 1e-3)).clamp(-1, 2) * weight
-    return torch.cat([f - 0.5, v - 0.5, iy - 0.5, fy - iy, fy - vy,
-                      4 * unexplained, 4 * hf, 4 * excess, 8 * energy, ir_share, vis_share], dim=1)
-
-
-#: What :func:`retention_cues` measures, in order (the heads' extra inputs with ``retention_inputs``).
-RETENTION_CUES: tuple[str, ...] = (
-    "hot share", "hot share (gap-weighted)", "hot pixels mostly lost", "hot visibility", "hot area weight",
-    "thermal deficit", "detail share", "detail visibility", "texture deficit", "global contrast kept",
-    "local contrast kept",
-    *(f"hot share q{q} (top {t}%)" for t in (10, 2) for q in (10, 25, 50)), "hottest 2% mostly lost",
-    "share in the warm region", "distance to IR in the warm region", "distance to visible in the warm region",
-)
-
-
-def _masked_mean(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Per-image mean of ``x`` [B,1,H,W] where ``m`` [B,1,H,W] (weights) is set -> [B]."""
-    return (x * m).sum((1, 2, 3)) / m.sum((1, 2, 3)).clamp(min=1e-6)
-
-
-def _box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Mean over a (2r+1)-pixel square window of [B,C,H,W], windows cut at the border (as ``avg_pool2d``
-    with ``count_include_pad=False``). Running sums, one axis at a time, cost the same for any ``r``:
-    the cues use windows up to ~45 px on a 640x480 image, where pooling took over 100 ms."""
-    out = x.double()
-    for dim in (2, 3):
-        n = out.shape[dim]
-        sums = F.pad(out.cumsum(dim), (0, 0, 1, 0) if dim == 2 else (1, 0))
-        pos = torch.arange(n, device=x.device)
-        hi, lo = (pos + r + 1).clamp(max=n), (pos - r).clamp(min=0)
-        count = (hi - lo).double().view(-1, 1) if dim == 2 else (hi - lo).double()
-        out = (sums.index_select(dim, hi) - sums.index_select(dim, lo)) / count
-    return out.to(x.dtype)
-
-
-def _image_quantile(x: torch.Tensor, q: float) -> torch.Tensor:
-    """Per-image ``q`` quantile of [B,1,H,W] -> [B,1,1,1], on at most ~50k strided pixels (exact enough for
-    a threshold, and what the labels' own thresholds use)."""
-    flat = x.flatten(1)
-    if flat.shape[1] > 50_000:
-        flat = flat[:, :: math.ceil(flat.shape[1] / 50_000)]
-    return torch.quantile(flat, q, dim=1).view(-1, 1, 1, 1)
-
-
-def retention_cues(f: torch.Tensor, i: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """How much of each source the fused image keeps, as [B, len(RETENTION_CUES)] numbers.
-
-    Thermal Retention asks whether the fused image keeps the IR's hot targets where the visible
-    image does not show them; Texture Preservation whether it keeps the visible-only detail. Both
-    are whole-image statistics over regions chosen by a per-image quantile (the hottest 10% of the
-    IR), which a network reading a 20x20 token grid only approximates. So they are measured here, on
-    the images as given (before any resize), the way :func:`~evafusion_core.data.synthetic.retention_deficits`
-    defines them: the share of the IR-visible gap the fused luma keeps over the hot pixels (mean,
-    gap-weighted, quantiles, the fraction mostly lost, over the hottest 10% and 2%), the share of the
-    visible-only high-pass it keeps, how visible either loss would be, the contrast kept overall and
-    locally, and the fused image's distance to each source over the smoothed warm region. A loss
-    the network underrates (it was lenient on thermal loss by about half a point) then shows directly.
-    Images without hot targets or visible-only detail count as keeping everything.
-    """
-    from ..colour import luma
-    from ..data.synthetic import DETAIL_REFERENCE
-
-    fy, iy, vy = (luma(promote_rgb(x).float()) for x in (f, i, v))
-    h, w = fy.shape[-2:]
-    gap = iy - vy
-    share_px = ((fy - vy) / gap.clamp(min=0.1)).clamp(0, 1)  # only read where gap > 0.1
-    one = torch.ones(fy.shape[0], device=fy.device)
-
-    hot = ((iy >= _image_quantile(iy, 0.9)) & (gap > 0.1)).float()
-    area = hot.mean((1, 2, 3))
-    has = area >= 0.0005
-    share = torch.where(has, _masked_mean(share_px, hot), one)
-    gap_weighted = (hot * (fy - vy) * gap).sum((1, 2, 3)) / (hot * gap.square()).sum((1, 2, 3)).clamp(min=1e-6)
-    gap_weighted = torch.where(has, gap_weighted.clamp(-1, 2), one)
-    lost = torch.where(has, _masked_mean((share_px < 0.5).float(), hot), 0 * one)
-    hot_visibility = (_masked_mean(gap, hot) / 0.15).clamp(0, 1).sqrt() * has
-    area_weight = 0.5 + 0.5 * (area / 0.3).clamp(max=1).sqrt()
-    thermal = (1 - share) * hot_visibility * area_weight
-
-    k = max(1, round(2 * min(h, w) / 256))  # the labels' detail window, 2k+1 = ~5 px at 256 px
-
-    def detail(x: torch.Tensor) -> torch.Tensor:
-        return (x - _box_mean(x, k)).abs()
-
-    dv, di, df = detail(vy), detail(iy), detail(fy)
-    only_vis = ((dv >= _image_quantile(dv, 0.8)) & (di < 0.5 * dv)).float()
-    only_area = only_vis.mean((1, 2, 3))
-    has_detail = only_area >= 0.005
-    amplitude = _masked_mean(dv, only_vis)
-    detail_share = torch.where(has_detail, (_masked_mean(df, only_vis) / amplitude.clamp(min=1e-6)).clamp(max=1.5), one)
-    detail_visibility = (amplitude / DETAIL_REFERENCE).clamp(0, 1).sqrt() * has_detail
-    texture = (1 - detail_share.clamp(max=1)) * detail_visibility * (0.5 + 0.5 * (only_area / 0.3).clamp(max=1).sqrt())
-
-    def spread(x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1).std(1)
-
-    r = max(1, round(12 * min(h, w) / 256))
-
-    def local(x: torch.Tensor) -> torch.Tensor:
-        return (x - _box_mean(x, r)).abs().mean((1, 2, 3))
-
-    contrast = (spread(fy) / torch.maximum(spread(iy), spread(vy)).clamp(min=1e-3)).clamp(max=2)
-    local_contrast = (local(fy) / torch.maximum(local(iy), local(vy)).clamp(min=1e-3)).clamp(max=2)
-
-    quantiles = []
-    for top in (0.9, 0.98):
-        region = (iy >= _image_quantile(iy, top)) & (gap > 0.1)
-        any_ = region.flatten(1).any(1)
-        masked = torch.where(region, share_px, torch.full_like(share_px, float("nan"))).flatten(1)
-        masked[~any_] = 1.0  # nanquantile of an all-NaN row is NaN; such images keep everything
-        quantiles += [torch.nanquantile(masked, q, dim=1) for q in (0.1, 0.25, 0.5)]
-    top2 = ((iy >= _image_quantile(iy, 0.98)) & (gap > 0.1)).float()
-    lost_top2 = torch.where(top2.sum((1, 2, 3)) > 0, _masked_mean((share_px < 0.5).float(), top2), 0 * one)
-
-    smooth = _box_mean(iy, 4)
-    warm = (smooth >= _image_quantile(smooth, 0.9)).float()
-    differs = (gap > 0.1).float()
-    warm_share = _masked_mean(share_px * differs, warm) / _masked_mean(differs, warm).clamp(min=1e-3)
-    return torch.stack([share, gap_weighted, lost, hot_visibility, area_weight, thermal, detail_share,
-                        detail_visibility, texture, contrast, local_contrast, *quantiles, lost_top2, warm_share,
-                        _masked_mean((fy - iy).abs(), warm), _masked_mean((fy - vy).abs(), warm)], dim=1)
 
 
 def _weighted_mean(x: torch.Tensor, w: torch.Tensor, dim: int) -> torch.Tensor:
@@ -290,7 +124,7 @@ class RewardModel(
         test_time_flip: bool = False,
         heatmap_blur: float = 0.0,
         head_pooling: str = "basic",
-        retention_inputs: bool = False,
+        cue_inputs: list[str] | tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         import timm
@@ -327,7 +161,7 @@ class RewardModel(
         pix_c = 0
         self.pixel_strides: list[int] = []
         if pixel_channels:
-            cin, stride = _CUES, 1
+            cin, stride = COMPARISON_CHANNELS, 1
             for cout in pixel_channels:
                 stride *= 2
                 if stride > top_r:
@@ -367,13 +201,17 @@ class RewardModel(
         self.head_pooling = head_pooling
         n_stats = 3 * (1 + 4 * self.dimension_maps)
         n_in = 2 * embed_dim + n_stats + (2 * embed_dim + 2 * decoder_dim) * (head_pooling == "rich")
-        # With retention_inputs the heads also read retention_cues(), standardised by statistics of the
-        # samples the heads were fitted on (saved with the weights; reward/refit.py sets them).
-        self.retention_inputs = bool(retention_inputs)
-        if self.retention_inputs:
-            n_in += len(RETENTION_CUES)
-            self.register_buffer("cue_mean", torch.zeros(len(RETENTION_CUES)))
-            self.register_buffer("cue_std", torch.ones(len(RETENTION_CUES)))
+        # With cue_inputs the heads also read those cue groups (cues.CUE_GROUPS), in that order, standardised
+        # by statistics of the samples the heads were fitted on (saved with the weights; reward/refit.py sets them).
+        unknown = [g for g in cue_inputs if g not in CUE_GROUPS]
+        if unknown or len(set(cue_inputs)) != len(cue_inputs):
+            raise ValueError(f"cue_inputs {list(cue_inputs)}: each at most once, from {', '.join(CUE_GROUPS)}")
+        self.cue_inputs = tuple(cue_inputs)
+        if self.cue_inputs:
+            k = sum(len(CUE_GROUPS[g][0]) for g in self.cue_inputs)
+            n_in += k
+            self.register_buffer("cue_mean", torch.zeros(k))
+            self.register_buffer("cue_std", torch.ones(k))
         self.heads = nn.ModuleList(
             nn.Sequential(nn.Linear(n_in, embed_dim // 2), nn.GELU(), nn.Linear(embed_dim // 2, 1))
             for _ in DIMENSIONS
@@ -422,7 +260,7 @@ class RewardModel(
         return (self.resize(x, what) - self.mean) / self.std
 
     def _cue_size(self, x: torch.Tensor, what: str) -> torch.Tensor:
-        """An image for :func:`retention_cues`: as given up to ``image_size`` on its short side, larger ones
+        """An image for the cue groups: as given up to ``image_size`` on its short side, larger ones
         shrunk to it (aspect kept). The heads learnt the cues on samples at most that size, and the cues'
         windows scale with the image, so a 1024x768 frame is measured as the samples were, in a quarter of
         the time."""
@@ -451,8 +289,9 @@ class RewardModel(
         return p.permute(0, 2, 3, 1).reshape(1, h * w, d)
 
     def measure_cues(self, fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        """:func:`retention_cues` of the triple as the heads read them (before standardising), [B, K]."""
-        return retention_cues(*(self._cue_size(x, n) for x, n in ((fused, "fused"), (ir, "ir"), (vis, "vis"))))
+        """The triple's ``cue_inputs`` groups as the heads read them (before standardising), [B, K]."""
+        images = (self._cue_size(x, n) for x, n in ((fused, "fused"), (ir, "ir"), (vis, "vis")))
+        return measure_cue_groups(self.cue_inputs, *images)
 
     def forward(self, fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor,
                 cues: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -505,7 +344,7 @@ class RewardModel(
             feat = y.flatten(2)  # [B, decoder_dim, h*w]
             parts += [grid.amax(1), _weighted_mean(grid, w_grid.unsqueeze(2), dim=1), feat.mean(2),
                       _weighted_mean(feat, w_dec.unsqueeze(1), dim=2)]
-        if self.retention_inputs:
+        if self.cue_inputs:
             cues = self.measure_cues(fused, ir, vis) if cues is None else cues
             parts.append((cues.to(cls.dtype) - self.cue_mean) / self.cue_std)
         pooled = torch.cat(parts, dim=-1)
@@ -517,13 +356,13 @@ class RewardModel(
         """Scores in 0..1 and heatmap (and dimension map) probabilities at the decoder's resolution;
         with ``test_time_flip``, averaged with the mirrored triple's (maps mirrored back). What
         ``predict`` starts from; tools that try several ways of finishing a heatmap call it once."""
-        cues = self.measure_cues(fused, ir, vis) if self.retention_inputs else None
+        cues = self.measure_cues(fused, ir, vis) if self.cue_inputs else None
         out = self(fused, ir, vis, cues=cues)
         probs = {"scores": out["scores"].float(), "heatmap": torch.sigmoid(out["heatmap_logits"].float())}
         if "dimension_logits" in out:
             probs["dimension_maps"] = torch.sigmoid(out["dimension_logits"].float())
         if self.test_time_flip:
-            mirrored = self(fused.flip(-1), ir.flip(-1), vis.flip(-1), cues=cues)  # the cues ignore handedness
+            mirrored = self(fused.flip(-1), ir.flip(-1), vis.flip(-1), cues=cues)  # handedness barely moves the cues
             probs["scores"] = (probs["scores"] + mirrored["scores"].float()) / 2
             probs["heatmap"] = (probs["heatmap"] + torch.sigmoid(mirrored["heatmap_logits"].float()).flip(-1)) / 2
             if "dimension_maps" in probs:

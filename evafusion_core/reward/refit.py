@@ -11,7 +11,7 @@ The backbone, mixer and heatmap decoder are not touched, so the heatmap does not
 :func:`with_head_pooling` first widens the heads to read more of what the frozen network computes.
 On the training generator's own distribution the gains were small: about 0.003 mean PLCC from a
 refit, and about 0.004 more from the wider ("rich") head input (fourteenth session).
-:func:`with_retention_inputs` widens them to read measured retention statistics too (twenty-fourth session).
+:func:`with_cue_inputs` widens them to read measured per-image statistics too (``cues.py``; twenty-fourth session).
 """
 
 from __future__ import annotations
@@ -137,33 +137,54 @@ def with_head_pooling(model: nn.Module, pooling: str) -> nn.Module:
     return wide.to(device).train(model.training)
 
 
-def with_retention_inputs(model: nn.Module) -> nn.Module:
-    """A copy of a reward model whose heads also read :func:`~evafusion_core.reward.model.retention_cues`,
-    computing exactly what ``model`` computes: the heads' weights for the cues start at zero (a refit
-    learns them), and the cues' standardisation starts as the identity (:func:`set_cue_scale` sets it)."""
-    if model.retention_inputs:
+def with_cue_inputs(model: nn.Module, groups: Sequence[str]) -> nn.Module:
+    """A copy of a reward model whose heads also read the cue ``groups`` (``cues.CUE_GROUPS``) it does not
+    read yet, after those it does, computing exactly what ``model`` computes: the heads' weights for the
+    new cues start at zero (a refit learns them), their standardisation as the identity
+    (:func:`set_cue_scale` sets it), and the groups already read keep theirs."""
+    added = [g for g in groups if g not in model.cue_inputs]
+    if not added:
         return copy.deepcopy(model)
-    wide = type(model)(**{**type(model).init_args(model.hub_config()), "retention_inputs": True})
-    skipped = set(carry_state(wide, model.state_dict())) - {"cue_mean", "cue_std"}
+    wide = type(model)(**{**type(model).init_args(model.hub_config()), "cue_inputs": [*model.cue_inputs, *added]})
+    saved = model.state_dict()
+    skipped = set(carry_state(wide, saved)) - {"cue_mean", "cue_std"}
     if skipped:
         raise RuntimeError(f"weights not carried over to the wider heads: {sorted(skipped)}")
+    with torch.no_grad():
+        for name in ("cue_mean", "cue_std"):
+            if name in saved:  # the groups already read keep their standardisation
+                getattr(wide, name)[: saved[name].numel()] = saved[name]
     device = next(model.parameters()).device
     return wide.to(device).train(model.training)
 
 
-def set_cue_scale(model: nn.Module, fit_x: torch.Tensor, *others: torch.Tensor) -> None:
-    """Standardise the retention cues by their mean and spread over the fit samples' head inputs
-    ``fit_x`` (the last columns), in ``model`` and in place in ``fit_x`` and ``others``, which must have been
-    computed with the identity scale (as :func:`with_retention_inputs` leaves it). The heads' cue weights
-    start at zero, so they learn at one rate whatever each cue's units."""
+def cue_columns(model: nn.Module, group: str) -> slice:
+    """Where ``group``'s cues sit in the model's buffers ``cue_mean``/``cue_std`` (the pooled input's
+    last columns hold all cue groups, in ``cue_inputs`` order)."""
+    from .cues import CUE_GROUPS
+
+    if group not in model.cue_inputs:
+        raise ValueError(f"the model's heads do not read the {group!r} cues (they read {list(model.cue_inputs)})")
+    start = sum(len(CUE_GROUPS[g][0]) for g in model.cue_inputs[: model.cue_inputs.index(group)])
+    return slice(start, start + len(CUE_GROUPS[group][0]))
+
+
+def set_cue_scale(model: nn.Module, group: str, fit_x: torch.Tensor, *others: torch.Tensor) -> None:
+    """Standardise ``group``'s cues by their mean and spread over the fit samples' head inputs ``fit_x``,
+    in ``model`` and in place in ``fit_x`` and ``others``, which must have been computed with that group's
+    identity scale (as :func:`with_cue_inputs` leaves a new group). The heads' weights for new cues start at
+    zero, so they learn at one rate whatever each cue's units."""
+    cols = cue_columns(model, group)
+    if not (torch.all(model.cue_mean[cols] == 0) and torch.all(model.cue_std[cols] == 1)):
+        raise ValueError(f"the {group!r} cues are already standardised; set_cue_scale expects features computed "
+                         "without it")
     k = model.cue_mean.numel()
-    if not (torch.all(model.cue_mean == 0) and torch.all(model.cue_std == 1)):
-        raise ValueError("the cues are already standardised; set_cue_scale expects features computed without it")
-    mean, std = fit_x[:, -k:].mean(0), fit_x[:, -k:].std(0).clamp(min=1e-3)
+    at = slice(fit_x.shape[1] - k + cols.start, fit_x.shape[1] - k + cols.stop)
+    mean, std = fit_x[:, at].mean(0), fit_x[:, at].std(0).clamp(min=1e-3)
     for x in (fit_x, *others):
-        x[:, -k:] = (x[:, -k:] - mean) / std
-    model.cue_mean.copy_(mean.to(model.cue_mean.device))
-    model.cue_std.copy_(std.to(model.cue_std.device))
+        x[:, at] = (x[:, at] - mean) / std
+    model.cue_mean[cols] = mean.to(model.cue_mean.device)
+    model.cue_std[cols] = std.to(model.cue_std.device)
 
 
 def split_by_pair(keys: Sequence[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
