@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.head_pooling:
         model = with_head_pooling(model, args.head_pooling)
     new_cues = [g for g in args.cues if g not in model.cue_inputs]
-    model = with_cue_inputs(model, new_cues)
+    if new_cues:
+        model = with_cue_inputs(model, new_cues)
     size = model.image_size
     try:
         sizes = source_sizes({"source_sizes": args.sizes}, size)  # the trainer's check of the same setting

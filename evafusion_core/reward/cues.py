@@ -238,15 +238,15 @@ def quality_cues(f: torch.Tensor, i: torch.Tensor, v: torch.Tensor) -> torch.Ten
     grad = _tiles(fx + fv) / _tiles(torch.maximum(ix + iv, vx + vv)).clamp(min=2e-3)
     out += _worst(grad.clamp(max=3), low=True)
 
-    def share(x: torch.Tensor) -> torch.Tensor:
+    def fraction(x: torch.Tensor) -> torch.Tensor:  # of each tile where ``x`` holds
         return _tiles(x.float())
 
     # flat beyond the more textured source: a fusion should keep the texture either source has
-    flat = share((fx < 1e-3) | (fv < 1e-3)) - torch.minimum(share((ix < 1e-3) | (iv < 1e-3)),
-                                                           share((vx < 1e-3) | (vv < 1e-3)))
+    flat = fraction((fx < 1e-3) | (fv < 1e-3)) - torch.minimum(fraction((ix < 1e-3) | (iv < 1e-3)),
+                                                              fraction((vx < 1e-3) | (vv < 1e-3)))
     out += _worst(flat, low=False)
-    clipped = share((fy > 0.97) | (fy < 0.03)) - torch.maximum(share((iy > 0.97) | (iy < 0.03)),
-                                                              share((vy > 0.97) | (vy < 0.03)))
+    clipped = fraction((fy > 0.97) | (fy < 0.03)) - torch.maximum(fraction((iy > 0.97) | (iy < 0.03)),
+                                                                 fraction((vy > 0.97) | (vy < 0.03)))
     out += _worst(clipped, low=False)
     chroma_f, chroma_v = rgb_to_ycbcr(f3)[:, 1:], rgb_to_ycbcr(v3)[:, 1:]
     colourful = (chroma_f.abs().flatten(1).amax(1) > 0.01).float()
