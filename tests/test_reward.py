@@ -727,6 +727,54 @@ def test_quality_cues_see_blur_noise_blocks_and_colour_where_they_are():
     assert float(cues[4, col["colour shift: worst tile"]]) > 0.1 > float(clean[col["colour shift: worst tile"]])
 
 
+def _blurred_and_ghosted(ir_blur: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, int]]:
+    """A textured visible image, an IR one blurred by ``ir_blur`` (sigma, px), and fusions equal to the
+    visible image except in one corner:
+    clean, blurred, a shifted copy of itself (ghost) and a shifted copy of the IR (IR ghost)."""
+    from evafusion_core.data.synthetic import gaussian_blur
+
+    g = torch.Generator().manual_seed(5)
+    vis = gaussian_blur((0.5 + 0.15 * torch.randn(3, 128, 128, generator=g)).clamp(0, 1), 0.7).unsqueeze(0)
+    ir = gaussian_blur((0.3 + 0.1 * torch.randn(1, 128, 128, generator=g)).clamp(0, 1), ir_blur).unsqueeze(0)
+    corner = (..., slice(0, 48), slice(0, 48))
+    fusions = [vis.clone() for _ in range(4)]
+    fusions[1][corner] = gaussian_blur(vis[0], 1.5).unsqueeze(0)[corner]
+    fusions[2][corner] = (0.6 * vis + 0.4 * vis.roll((2, 3), (-2, -1)))[corner]
+    fusions[3][corner] = (0.6 * vis + 0.4 * ir.roll((2, 3), (-2, -1)))[corner]
+    return torch.cat(fusions), ir.expand(4, -1, -1, -1), vis.expand(4, -1, -1, -1), {
+        "clean": 0, "blur": 1, "ghost": 2, "ir ghost": 3}
+
+
+def test_blur_cues_find_a_blurred_corner_and_not_a_ghost():
+    """Blurring a sixth of the frame shows as lost crispness over about that share of it and in the worst
+    patch; a clean fusion and a ghosted one (sharp, only doubled) show little. The IR is the softer source."""
+    from evafusion_core.reward.cues import BLUR_CUES, blur_cues
+
+    fused, ir, vis, row = _blurred_and_ghosted(ir_blur=1.5)
+    cues = blur_cues(fused, ir, vis)
+    assert cues.shape == (4, len(BLUR_CUES)) and torch.isfinite(cues).all()
+    for band in ("fine", "mid"):
+        worst = cues[:, BLUR_CUES.index(f"{band}: worst patch crispness lost (vs crisper source)")]
+        share = cues[:, BLUR_CUES.index(f"{band}: crispness under 0.5 (vs crisper source)")]
+        assert float(worst[row["blur"]]) > 0.5 > 0.2 > max(float(worst[row["clean"]]), float(worst[row["ghost"]]))
+        assert 0.07 < float(share[row["blur"]]) < 0.2 and float(share[row["clean"]]) < 0.01
+
+
+def test_ghosting_cues_find_a_shifted_copy_of_the_fusion_or_the_ir():
+    """A faint copy a few pixels away makes the worst tiles self-similar beyond what the sources are; a copy
+    of the IR makes them resemble the shifted IR. A clean fusion shows neither. The IR is as textured as the
+    visible image, so that its copy is not drowned by the visible detail."""
+    from evafusion_core.reward.cues import GHOSTING_CUES, ghosting_cues
+
+    fused, ir, vis, row = _blurred_and_ghosted(ir_blur=0.7)
+    cues = ghosting_cues(fused, ir, vis)
+    assert cues.shape == (4, len(GHOSTING_CUES)) and torch.isfinite(cues).all()
+    self_sim = cues[:, GHOSTING_CUES.index("self-similarity beyond the sources': worst 3 tiles")]
+    to_ir = cues[:, GHOSTING_CUES.index("similarity to the shifted IR beyond expected: worst 3 tiles")]
+    assert float(self_sim[row["ghost"]]) > 0.25 > 0.05 > float(self_sim[row["clean"]])
+    assert float(to_ir[row["ir ghost"]]) > float(to_ir[row["clean"]]) + 0.2
+
+
 def test_cue_inputs_start_where_the_heads_were(model, tmp_path):
     """Heads widened to read cue groups compute the trained heads' scores until refit; each group's scale is
     set once from fit features (and applied to them), a later group keeps the earlier one's, and both
@@ -837,10 +885,14 @@ def test_refit_script_changes_scores_not_the_heatmap(model, demo_set, tmp_path, 
     assert set(by_size) == {str(model.image_size), "40"} and all(len(r["after"]) == 5 for r in by_size.values())
     assert (tmp_path / "two" / "sources_40.pt").is_file()
     assert len(torch.load(tmp_path / "two" / "features.pt", weights_only=True)["fit"][0]) == 12
-    cues = [*args[:5], str(tmp_path / "cues"), *args[6:], "--cues", "retention", "quality"]
+    cues = [*args[:5], str(tmp_path / "cues"), *args[6:], "--cues", "retention", "quality", "blur", "ghosting",
+            "--local-samples", "6"]
     assert refit.main(cues) == 0
     read = load_reward_model(tmp_path / "cues" / "final")
-    assert read.cue_inputs == ("retention", "quality") and not torch.all(read.cue_std == 1)  # fit samples' scale
+    groups = ("retention", "quality", "blur", "ghosting")
+    assert read.cue_inputs == groups and not torch.all(read.cue_std == 1)  # fit samples' scale
+    cached = torch.load(tmp_path / "cues" / "features.pt", weights_only=True)
+    assert len(cached["fit"][0]) == 12 + 6 and cached["meta"]["local_samples"] == 6  # local samples fitted on too
     base = load_reward_model(tmp_path / "rm")  # the weights the command widened (seed 1, written above)
     assert torch.equal(read.predict(fused, ir, vis)["heatmap"], base.predict(fused, ir, vis)["heatmap"])
     first = json.loads((tmp_path / "cues" / "refit.json").read_text())["val_plcc_after"]

@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                     "methods, split, synthetic)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--samples", type=int, default=4800, help="samples to fit on")
+    ap.add_argument("--local-samples", type=int, default=0,
+                    help="more samples to fit on, drawn as the config draws them but with no whole-image artifact "
+                    "(whole_fraction 0): the config's whole-image share teaches the backbone fakes such as the IR "
+                    "image alone, yet leaves the heads few samples where several local artifacts add up")
     ap.add_argument("--val-samples", type=int, default=960, help="samples from the validation pairs")
     ap.add_argument("--val-fraction", type=float, default=0.15, help="share of the training pairs held for validation")
     ap.add_argument("--seed", type=int, default=77, help="seed of the samples and of the validation split")
@@ -139,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     split = cfg.get("split", {"test_fraction": 0.15, "seed": 0})
     syn = SyntheticConfig.from_dict({**(cfg.get("synthetic") or {}), "paired": False})
     methods = tuple(cfg.get("methods", FUSION_BASELINES + PUBLISHED_METHODS))
-    fit_sets, val_sets = [], []
+    local = SyntheticConfig.from_dict({**(cfg.get("synthetic") or {}), "paired": False, "whole_fraction": 0.0})
+    fit_sets, val_sets, local_sets = [], [], []
     for i, s in enumerate(sizes):
         given = args.sources_cache and s == size
         cache = resolve_path(args.sources_cache) if given else out / f"sources_{s}.pt"
@@ -150,11 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         # The first size keeps the seeds a single-size refit uses, so its samples are the same.
         fit_sets.append(SyntheticRewardData([by_key[k] for k in fit_keys], seed=args.seed + 2 * i, config=syn))
         val_sets.append(SyntheticRewardData([by_key[k] for k in val_keys], seed=args.seed + 2 * i + 1, config=syn))
+        local_sets.append(SyntheticRewardData([by_key[k] for k in fit_keys], seed=args.seed + 100 + i, config=local))
     print(f"{len(fit_keys)} fit pairs, {len(val_keys)} validation pairs ({len(pairs) - len(train)} test pairs unused)"
           f", at {', '.join(f'{s} px' for s in sizes)}")
 
     meta = {"model": str(args.model), "weights": _fingerprint(model), "config": str(config_path),
-            "samples": args.samples, "val_samples": args.val_samples, "val_fraction": args.val_fraction,
+            "samples": args.samples, "local_samples": args.local_samples, "val_samples": args.val_samples,
+            "val_fraction": args.val_fraction,
             "seed": args.seed, "size": size, "sizes": sizes, "head_pooling": model.head_pooling,
             "cue_inputs": list(model.cue_inputs)}
     feat_path = out / "features.pt"
@@ -164,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"features from {feat_path}")
     else:
         fit = _features(model, fit_sets, args.samples)
+        if args.local_samples:
+            extra = _features(model, local_sets, args.local_samples)
+            fit = (torch.cat([fit[0], extra[0]]), torch.cat([fit[1], extra[1]]))
         val = _features(model, val_sets, args.val_samples)
         tmp = feat_path.with_suffix(".tmp")
         torch.save({"meta": meta, "fit": list(fit), "val": list(val)}, tmp)
