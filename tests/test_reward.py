@@ -775,6 +775,21 @@ def test_ghosting_cues_find_a_shifted_copy_of_the_fusion_or_the_ir():
     assert float(to_ir[row["ir ghost"]]) > float(to_ir[row["clean"]]) + 0.2
 
 
+def test_cue_groups_of_one_pair_are_measured_once_with_the_same_numbers():
+    """A batch of fusions of one source pair (a GRPO group) has the sources' half of every cue group measured once;
+    the numbers are those of each fusion measured alone, and a batch of different pairs is measured as before."""
+    from evafusion_core.reward.cues import CUE_GROUPS, measure_cue_groups
+
+    fused, ir, vis, _ = _blurred_and_ghosted(ir_blur=0.7)
+    groups = list(CUE_GROUPS)
+    alone = torch.cat([measure_cue_groups(groups, fused[k:k + 1], ir[:1], vis[:1]) for k in range(4)])
+    assert torch.allclose(measure_cue_groups(groups, fused, ir.clone(), vis.clone()), alone, atol=1e-6)
+    assert torch.allclose(measure_cue_groups(groups, fused, ir, vis), alone, atol=1e-6)  # expanded views
+    other = torch.cat([ir[:3], ir[3:].flip(-1)])  # the last fusion has other sources
+    last = measure_cue_groups(groups, fused[3:], other[3:], vis[3:])
+    assert torch.allclose(measure_cue_groups(groups, fused, other, vis)[3], last[0], atol=1e-6)
+
+
 def test_cue_inputs_start_where_the_heads_were(model, tmp_path):
     """Heads widened to read cue groups compute the trained heads' scores until refit; each group's scale is
     set once from fit features (and applied to them), a later group keeps the earlier one's, and both

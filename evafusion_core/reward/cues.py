@@ -128,6 +128,7 @@ def retention_cues(f: torch.Tensor, i: torch.Tensor, v: torch.Tensor) -> torch.T
     from ..data.synthetic import DETAIL_REFERENCE
 
     fy, iy, vy = (luma(promote_rgb(x).float()) for x in (f, i, v))
+    iy, vy = iy.expand_as(fy), vy.expand_as(fy)  # sources given once for the batch (measure_cue_groups)
     h, w = fy.shape[-2:]
     gap = iy - vy
     share_px = ((fy - vy) / gap.clamp(min=0.1)).clamp(0, 1)  # only read where gap > 0.1
@@ -265,7 +266,7 @@ def quality_cues(f: torch.Tensor, i: torch.Tensor, v: torch.Tensor) -> torch.Ten
 def _quantiles_where(x: torch.Tensor, where: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
     """Per-image quantiles of ``x`` [B,1,H,W] over the pixels where ``where`` holds (1.0 for an image with
     none), each [B], on at most ~12k strided pixels: a sort with the other pixels pushed to the end."""
-    flat, keep = x.flatten(1), where.flatten(1)
+    flat, keep = torch.broadcast_tensors(x.flatten(1), where.flatten(1))  # ``where`` may come from batch-1 sources
     step = max(1, flat.shape[1] // 12_000)
     flat, keep = flat[:, ::step], keep[:, ::step]
     ordered = torch.where(keep, flat, torch.full_like(flat, float("inf"))).sort(1).values
@@ -406,5 +407,16 @@ CUE_GROUPS: dict[str, tuple[tuple[str, ...], Callable[[torch.Tensor, torch.Tenso
 
 def measure_cue_groups(groups: tuple[str, ...] | list[str], f: torch.Tensor, i: torch.Tensor,
                        v: torch.Tensor) -> torch.Tensor:
-    """The named cue groups of a triple, side by side in ``groups`` order: [B, sum of their lengths]."""
+    """The named cue groups of a triple, side by side in ``groups`` order: [B, sum of their lengths].
+
+    When every fused image of the batch has the same sources (a GRPO group scores G fusions of one
+    pair), the sources' half of the work is done once: the cue functions take sources of batch 1 and
+    broadcast them, with the same numbers."""
+    if f.shape[0] > 1 and _one_pair(i) and _one_pair(v):
+        i, v = i[:1], v[:1]
     return torch.cat([CUE_GROUPS[g][1](f, i, v) for g in groups], dim=1)
+
+
+def _one_pair(x: torch.Tensor) -> bool:
+    """Whether every image of the batch ``x`` is the first one (an expanded view is, without a compare)."""
+    return x.stride(0) == 0 or torch.equal(x, x[:1].expand_as(x))
