@@ -398,7 +398,7 @@ def source_sizes(cfg: dict[str, Any], size: int) -> list[int]:
     return sizes
 
 
-def _sources(cfg: dict[str, Any], size: int, out: Path, rank: int, world: int):
+def _sources(cfg: dict[str, Any], size: int, out: Path, rank: int, world: int, progress: bool = True):
     from ..data.synthetic import FUSION_BASELINES, PUBLISHED_METHODS, load_sources
 
     dirs = [resolve_path(d) for d in cfg["data"]]
@@ -409,7 +409,7 @@ def _sources(cfg: dict[str, Any], size: int, out: Path, rank: int, world: int):
     cache = out / f"sources_{size}.pt"
     if world > 1 and rank != 0:
         torch.distributed.barrier()  # rank 0 builds the cache first
-    pairs = load_sources(dirs, methods, size=size, cache=cache, progress=rank == 0)
+    pairs = load_sources(dirs, methods, size=size, cache=cache, progress=progress and rank == 0)
     if world > 1 and rank == 0:
         torch.distributed.barrier()
     return pairs
@@ -592,7 +592,7 @@ def train(
             datasets = []
             # The first size draws as a single-size run does; validation comes from it.
             for i, s in enumerate(source_sizes(cfg, size)):
-                pairs = _sources(cfg, s, out, rank, world)
+                pairs = _sources(cfg, s, out, rank, world, progress)
                 train_pairs = [p for p in pairs if not is_test_pair(p.key, split["test_fraction"], split["seed"])]
                 datasets.append(SyntheticRewardData(train_pairs, seed=seed + 1000 * i, config=syn))
                 if i == 0:
