@@ -302,9 +302,10 @@ def blur_cues(f: torch.Tensor, i: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     coarse, so the ratio of fine to coarser band-pass energy (crispness) falls where the fused image
     was blurred whatever the method's weights. Pixel by pixel, the fused crispness is compared with the
     softer and the crisper source's, over textured pixels; the blurred region shows as the low tail
-    (quantiles, share under 0.5 and 0.7) and as the worst ~40-pixel patch. Two band pairs (3-pixel
-    detail against ~7-pixel, and ~5 against ~9 at 256 px) see mild and strong blur. The Sharpness head
-    was lenient on blur by about 0.4 points without these (twenty-fifth session).
+    (quantiles, share under 0.5 and 0.7) and as the worst ~40-pixel patch. Two band pairs see mild and
+    strong blur: 3-pixel detail against 7-pixel, and against 9-pixel (at 256 px; windows other than
+    the first grow with the image). Without these cues the Sharpness head was lenient on blur by half
+    a point (Z24q, twenty-fourth session).
     """
     fy, iy, vy = (luma(promote_rgb(x).float()) for x in (f, i, v))
     h, w = fy.shape[-2:]
