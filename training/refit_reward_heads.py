@@ -16,6 +16,7 @@ same model and samples).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     split = cfg.get("split", {"test_fraction": 0.15, "seed": 0})
     syn = SyntheticConfig.from_dict({**(cfg.get("synthetic") or {}), "paired": False})
     methods = tuple(cfg.get("methods", FUSION_BASELINES + PUBLISHED_METHODS))
-    local = SyntheticConfig.from_dict({**(cfg.get("synthetic") or {}), "paired": False, "whole_fraction": 0.0})
+    local = dataclasses.replace(syn, whole_fraction=0.0)
     fit_sets, val_sets, local_sets = [], [], []
     for i, s in enumerate(sizes):
         given = args.sources_cache and s == size
@@ -161,9 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {"model": str(args.model), "weights": _fingerprint(model), "config": str(config_path),
             "samples": args.samples, "local_samples": args.local_samples, "val_samples": args.val_samples,
-            "val_fraction": args.val_fraction,
-            "seed": args.seed, "size": size, "sizes": sizes, "head_pooling": model.head_pooling,
-            "cue_inputs": list(model.cue_inputs)}
+            "val_fraction": args.val_fraction, "seed": args.seed, "size": size, "sizes": sizes,
+            "head_pooling": model.head_pooling, "cue_inputs": list(model.cue_inputs)}
     feat_path = out / "features.pt"
     cached = torch.load(feat_path, weights_only=True) if feat_path.is_file() else None
     if cached is not None and cached.get("meta") == meta:
